@@ -1,0 +1,1 @@
+"""Unlearning methods behind ``imu_fast.unlearn``."""
