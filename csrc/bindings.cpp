@@ -10,6 +10,7 @@
 #include <string>
 
 #include "head_stats/head_stats.h"
+#include "outer_grad/outer_grad.h"
 
 namespace py = pybind11;
 using namespace imu_fast;
@@ -46,6 +47,16 @@ HeadInfluenceParams make_influence(uintptr_t e, uintptr_t h, uintptr_t m, uintpt
            parse_dtype(dtype)};
 }
 
+OuterGradParams make_outer(uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, int64_t t, int64_t d_in,
+                           int64_t d_out, const std::string& dtype) {
+  if (n < 0 || t <= 0 || d_in <= 0 || d_out <= 0)
+    throw std::invalid_argument("imu_fast._C: need n >= 0 and t, d_in, d_out > 0; got n=" + std::to_string(n) +
+                                " t=" + std::to_string(t) + " d_in=" + std::to_string(d_in) +
+                                " d_out=" + std::to_string(d_out));
+  return {reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), reinterpret_cast<void*>(out),
+          n, t, d_in, d_out, parse_dtype(dtype)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, mod) {
@@ -75,8 +86,49 @@ PYBIND11_MODULE(_C, mod) {
       py::arg("d"), py::arg("bias"), py::arg("dtype"),
       "out[i] = -sum_{c,k} E[i,c] M[c,k] H~[i,k].");
 
+  mod.def(
+      "outer_fisher_cpu",
+      [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, int64_t t, int64_t d_in, int64_t d_out,
+         const std::string& dtype) {
+        auto p = make_outer(a, b, out, n, t, d_in, d_out, dtype);
+        py::gil_scoped_release release;
+        outer_fisher_cpu(p);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("t"), py::arg("d_in"), py::arg("d_out"),
+      py::arg("dtype"), "out (d_out x d_in) += sum_i (B_i^T A_i)^2, in place.");
+  mod.def(
+      "outer_norms_cpu",
+      [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, int64_t t, int64_t d_in, int64_t d_out,
+         const std::string& dtype) {
+        auto p = make_outer(a, b, out, n, t, d_in, d_out, dtype);
+        py::gil_scoped_release release;
+        outer_norms_cpu(p);
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("t"), py::arg("d_in"), py::arg("d_out"),
+      py::arg("dtype"), "out[i] = ||B_i^T A_i||_F^2.");
+
 #ifdef IMU_FAST_WITH_CUDA
   mod.attr("with_cuda") = true;
+  mod.def(
+      "outer_fisher_cuda",
+      [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, int64_t t, int64_t d_in, int64_t d_out,
+         const std::string& dtype, uintptr_t stream) {
+        auto p = make_outer(a, b, out, n, t, d_in, d_out, dtype);
+        py::gil_scoped_release release;
+        outer_fisher_cuda(p, reinterpret_cast<void*>(stream));
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("t"), py::arg("d_in"), py::arg("d_out"),
+      py::arg("dtype"), py::arg("stream"));
+  mod.def(
+      "outer_norms_cuda",
+      [](uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, int64_t t, int64_t d_in, int64_t d_out,
+         const std::string& dtype, uintptr_t stream) {
+        auto p = make_outer(a, b, out, n, t, d_in, d_out, dtype);
+        py::gil_scoped_release release;
+        outer_norms_cuda(p, reinterpret_cast<void*>(stream));
+      },
+      py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("t"), py::arg("d_in"), py::arg("d_out"),
+      py::arg("dtype"), py::arg("stream"));
   mod.def(
       "head_moments_cuda",
       [](uintptr_t e, uintptr_t h, uintptr_t g, uintptr_t f, int64_t n, int64_t c, int64_t d,

@@ -3,9 +3,10 @@
 // Both kernels are GEMM-shaped: the moments kernel contracts over samples, the influence kernel
 // over classes. Each packs small panels so that the innermost loop runs over a fixed number of
 // contiguous lanes that GCC vectorises, with the accumulators held in registers. The hot loops
-// are compiled for AVX-512, AVX2 and a baseline target and picked at load time (target_clones),
-// so one wheel runs on any x86-64 CPU.
+// are multiversioned by ISA (common/cpu_dispatch.h).
 #include "head_stats.h"
+
+#include "common/cpu_dispatch.h"
 
 #include <algorithm>
 #include <cstring>
@@ -15,12 +16,6 @@
 #include <omp.h>
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define IMU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define IMU_CLONES
-#endif
-#define IMU_INLINE inline __attribute__((always_inline))
 
 namespace imu_fast {
 namespace {
@@ -30,8 +25,6 @@ constexpr int kMomentClasses = 4;         // classes per register tile
 constexpr int kMomentCols = 32;           // output columns per register tile
 constexpr int kInfluenceRows = 8;         // samples per register tile
 constexpr int kInfluenceCols = 32;        // columns of M per register tile
-
-int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 // Value of H~[i, k]: the bias column is 1, padding columns are 0.
 template <typename T>

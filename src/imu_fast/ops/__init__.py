@@ -2,5 +2,19 @@
 
 from .head_influence import head_influence, head_influence_ref
 from .head_moments import head_moments, head_moments_ref
+from .outer_dot import outer_dot, outer_dot_ref
+from .outer_fisher import outer_fisher, outer_fisher_ref
+from .outer_norms import outer_norms_sq, outer_norms_sq_ref
 
-__all__ = ["head_influence", "head_influence_ref", "head_moments", "head_moments_ref"]
+__all__ = [
+    "head_influence",
+    "head_influence_ref",
+    "head_moments",
+    "head_moments_ref",
+    "outer_dot",
+    "outer_dot_ref",
+    "outer_fisher",
+    "outer_fisher_ref",
+    "outer_norms_sq",
+    "outer_norms_sq_ref",
+]

@@ -1,0 +1,61 @@
+"""The per-layer rule registry: which rule knows the per-sample gradient of which layer type.
+
+Rules are found through the class hierarchy (so subclasses of nn.Linear work), then by
+predicates for layer types of other libraries that we must not import (e.g. GPT-2's Conv1D).
+Rules register themselves in rules.py, which the package imports explicitly.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import nn
+
+
+class LayerRule(Protocol):
+    name: str
+
+    def param_names(self, module: nn.Module) -> list[str]:
+        """Parameters of ``module`` this rule can give per-sample gradients for."""
+
+    def terms(self, module: nn.Module, inputs: list[torch.Tensor], grads: list[torch.Tensor],
+              wanted: list[str]) -> dict:
+        """One term per wanted parameter from every call's input and output gradient."""
+
+
+_BY_TYPE: dict[type, LayerRule] = {}
+_BY_PREDICATE: list[tuple[Callable[[nn.Module], bool], LayerRule]] = []
+
+
+def register(*types: type):
+    def wrap(cls):
+        rule = cls()
+        for t in types:
+            _BY_TYPE[t] = rule
+        return cls
+
+    return wrap
+
+
+def register_if(predicate: Callable[[nn.Module], bool]):
+    def wrap(cls):
+        _BY_PREDICATE.append((predicate, cls()))
+        return cls
+
+    return wrap
+
+
+def find_rule(module: nn.Module) -> LayerRule | None:
+    for cls in type(module).__mro__:
+        if cls in _BY_TYPE:
+            return _BY_TYPE[cls]
+    for predicate, rule in _BY_PREDICATE:
+        if predicate(module):
+            return rule
+    return None
+
+
+def supported_types() -> list[str]:
+    names = sorted({t.__name__ for t in _BY_TYPE})
+    return names + [rule.name for _, rule in _BY_PREDICATE]
