@@ -1,0 +1,122 @@
+"""The ``imu-fast`` command line.
+
+Each subcommand is one ``add_<name>_command(subparsers)`` function that declares its options and
+sets ``run`` (a function of the parsed arguments returning an exit status); ``COMMANDS`` lists them.
+A command with its own subcommands (e.g. a future ``bench vision``) adds a nested
+``add_subparsers`` inside its add function in the same way.
+Heavy imports happen inside ``run`` functions so ``imu-fast --help`` stays instant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
+    return value
+
+
+def _directory(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
+    return path
+
+
+def _output_file(text: str) -> Path:
+    path = Path(text).expanduser()
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise argparse.ArgumentTypeError(f"the directory {path.parent} does not exist")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# imu-fast demo
+
+
+def add_demo_command(subparsers) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining",
+        description="Train a small CNN on scikit-learn's handwritten digits, unlearn a random 10%% of the "
+        "training set with GA, IMU and IMU with uniform weights, retrain from scratch on the rest, "
+        "and print one comparison table. Trained models are cached, so a rerun is fast.",
+    )
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split, forget set and training (default 0)")
+    cache = p.add_mutually_exclusive_group()
+    cache.add_argument("--cache-dir", type=_directory, default=None,
+                       help="where trained models are cached (default: $IMU_FAST_CACHE or ~/.cache/imu_fast)")
+    cache.add_argument("--no-cache", action="store_true", help="neither read nor write cached models")
+    p.add_argument("--json", type=_output_file, default=None, metavar="PATH", help="also write the results as JSON to PATH")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(run=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from .demo import DemoSettings, format_results, run_demo
+
+    results = run_demo(DemoSettings(seed=args.seed), cache_dir=args.cache_dir, use_cache=not args.no_cache,
+                       progress=not args.no_progress)
+    print(format_results(results))
+    if args.json is not None:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+        print(f"Results written to {args.json}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# imu-fast backends
+
+
+def add_backends_command(subparsers) -> None:
+    p = subparsers.add_parser("backends", help="list the compute backends and whether they are available here")
+    p.set_defaults(run=run_backends_command)
+
+
+def run_backends_command(args: argparse.Namespace) -> int:
+    from . import backends
+
+    table = backends()
+    width = max(len(name) for name in table)
+    print(f"{'backend'.ljust(width)}  available  reason")
+    for name, info in table.items():
+        print(f"{name.ljust(width)}  {('yes' if info['available'] else 'no').ljust(9)}  {info['reason']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS = (add_demo_command, add_backends_command)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imu-fast", description="Influence-guided machine unlearning (IMU).")
+    subparsers = parser.add_subparsers(title="commands", metavar="COMMAND")
+    for add in COMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``imu-fast`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help(sys.stderr)
+        return 2
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
