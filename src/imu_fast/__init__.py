@@ -5,6 +5,7 @@ from .config import GA_BASELINE, IMU_PAPER, IMU_UNIFORM, PRESETS, UnlearnConfig
 from .influence import InfluenceResult, influence_scores
 from .influence_ref import influence_scores_ref
 from .losses import imu_loss
+from .per_sample import fisher_diagonal, per_sample_grad_norms
 from .report import UnlearnReport
 from .unlearn import unlearn
 from .weights import NothingToUnlearnWarning, influence_weights
@@ -21,9 +22,11 @@ __all__ = [
     "UnlearnConfig",
     "UnlearnReport",
     "backends",
+    "fisher_diagonal",
     "imu_loss",
     "influence_scores",
     "influence_scores_ref",
     "influence_weights",
+    "per_sample_grad_norms",
     "unlearn",
 ]

@@ -2,7 +2,7 @@
 
 Accepted: a map-style ``Dataset`` of ``(x, y)``; a ``DataLoader`` over one (a shuffling loader is
 rebuilt in sequential order, so scores keep the dataset's order); an ``IterableDataset`` or a
-loader over one (iteration order); or a pair of tensors ``(X, Y)``.
+loader over one (iteration order); a pair of tensors ``(X, Y)``; or a list of samples.
 """
 
 from __future__ import annotations
@@ -25,8 +25,11 @@ def as_dataset(forget) -> Dataset:
         if x.shape[0] != y.shape[0]:
             raise ValueError(f"features and labels disagree on the number of samples: {x.shape[0]} vs {y.shape[0]}")
         return TensorDataset(x, y)
+    if isinstance(forget, list):
+        return forget  # a list of samples is a map-style dataset as far as DataLoader is concerned
     raise TypeError(
-        "forget must be a map-style Dataset of (x, y), a DataLoader over one, or a pair of tensors (X, Y); "
+        "forget must be a map-style Dataset of (x, y), a DataLoader over one, a pair of tensors (X, Y) or a list "
+        "of samples; "
         f"got {type(forget).__name__}"
     )
 

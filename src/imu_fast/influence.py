@@ -33,9 +33,9 @@ class InfluenceResult:
     """Scores in the forget set's order, with the statistics they came from."""
 
     scores: torch.Tensor  # (N,) on CPU
-    fisher: torch.Tensor  # (C, W) damped diagonal Fisher of the head, W = D + bias
-    mean_grad: torch.Tensor  # (C, W) mean forget gradient of the head
-    head: str
+    fisher: torch.Tensor | dict  # head: (C, W) damped Fisher diagonal, W = D + bias; targets: per parameter
+    mean_grad: torch.Tensor | dict  # the mean forget gradient, in the same form
+    head: str  # the head module's name, or the target parameter names
     backend: str
     damping: float
     seconds: float
@@ -120,15 +120,34 @@ def influence_scores(
     dtype: torch.dtype | None = None,
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     progress: bool = False,
+    targets=None,
+    loss_fn=None,
 ) -> InfluenceResult:
-    """Influence I_i of every forget sample on the mean forget loss, through the classifier head.
+    """Influence I_i of every forget sample on the mean forget loss.
 
     ``forget`` is a map-style Dataset of ``(x, y)``, a DataLoader over one (shuffling is undone), or
-    a pair of tensors. ``head=None`` finds the ``nn.Linear`` whose output is the model's logits.
-    The model is run in eval mode (BatchNorm running statistics, no dropout) and its modes are
-    restored afterwards. ``dtype`` is the accumulation dtype (default: the head's, at least float32).
+    a pair of tensors. The model is run in eval mode (BatchNorm running statistics, no dropout)
+    and its modes are restored afterwards.
+
+    By default the influence parameters are the classifier head: ``head=None`` finds the
+    ``nn.Linear`` whose output is the model's logits, and the exact closed form needs one forward
+    pass and no backward. ``dtype`` is then the accumulation dtype (default: the head's, at least
+    float32). With ``targets`` (parameter names, parameters or modules of supported layers) the
+    influence parameters are those instead, and ``loss_fn(model, batch)`` gives the per-sample
+    losses (default: cross-entropy on ``(x, y)``; ``imu_fast.lm.causal_lm_losses`` for language
+    models); ``fisher`` and ``mean_grad`` are then dicts keyed by parameter name.
     """
     _check_args(damping, batch_size, memory_budget)
+    if targets is not None:
+        if head is not None:
+            raise ValueError("give either head= (classifier-head path) or targets= (per-layer path), not both")
+        from .influence_layers import layer_influence_scores
+
+        return layer_influence_scores(model, forget, targets=targets, loss_fn=loss_fn, damping=damping,
+                                      batch_size=batch_size, backend=backend, memory_budget=memory_budget,
+                                      progress=progress)
+    if loss_fn is not None:
+        raise ValueError("loss_fn applies to the per-layer path: pass targets= as well")
     loader = ordered_loader(forget, batch_size)
     device = model_device(model)
     started = time.perf_counter()

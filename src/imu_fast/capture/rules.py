@@ -159,10 +159,11 @@ def _rms_eps(module, x):
     return torch.finfo(x.dtype).eps if eps is None else eps
 
 
-def _rms_normalized(module, x):
+def _rms_normalized(module, x, compute_dtype):
+    """x / rms(x) computed the way the layer itself computes it, so the gradient matches exactly."""
     dims = tuple(range(-len(module.weight.shape), 0))
-    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) else x  # as the layers compute it
-    return (xf * torch.rsqrt(xf.pow(2).mean(dims, keepdim=True) + _rms_eps(module, x))).to(x.dtype)
+    xc = x.to(compute_dtype)
+    return (xc * torch.rsqrt(xc.pow(2).mean(dims, keepdim=True) + _rms_eps(module, x))).to(x.dtype)
 
 
 if hasattr(nn, "RMSNorm"):
@@ -172,7 +173,9 @@ if hasattr(nn, "RMSNorm"):
         name = "RMSNorm"
 
         def normalized(self, module, x):
-            return _rms_normalized(module, x)
+            # torch's RMSNorm works in the input dtype, upcasting half precision.
+            half = x.dtype in (torch.float16, torch.bfloat16)
+            return _rms_normalized(module, x, torch.float32 if half else x.dtype)
 
 
 def _is_rmsnorm_style(module: nn.Module) -> bool:
@@ -184,9 +187,10 @@ def _is_rmsnorm_style(module: nn.Module) -> bool:
 
 @register_if(_is_rmsnorm_style)
 class RMSNormStyleRule(_ElementwiseAffine):
-    """RMSNorm layers of other libraries (e.g. LlamaRMSNorm): y = weight * x / rms(x)."""
+    """RMSNorm layers of other libraries (e.g. LlamaRMSNorm): y = weight * x / rms(x), where the
+    normalisation runs in float32 whatever the input dtype, as Hugging Face's layers do."""
 
     name = "RMSNorm-style (class name ending in RMSNorm)"
 
     def normalized(self, module, x):
-        return _rms_normalized(module, x)
+        return _rms_normalized(module, x, torch.float32)

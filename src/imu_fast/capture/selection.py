@@ -19,20 +19,22 @@ class Target:
     params: dict[str, str]  # local parameter name -> full parameter name
 
 
-def _owners(model: nn.Module) -> dict[int, tuple[str, nn.Module, str]]:
-    """id(parameter) -> (module name, module, local name); shared parameters appear once per owner."""
+def _owners(model: nn.Module) -> dict[int, list[tuple[str, nn.Module, str]]]:
+    """id(parameter) -> every (module name, module, local name) that holds it."""
     owners: dict[int, list] = {}
     for mod_name, module in model.named_modules(remove_duplicate=False):
         for local, p in module.named_parameters(recurse=False):
             owners.setdefault(id(p), []).append((mod_name, module, local))
-    out = {}
-    for key, places in owners.items():
-        distinct = {id(m) for _, m, _ in places}
-        if len(distinct) > 1:
-            names = sorted({f"{n}.{loc}" for n, _, loc in places})
-            raise NotImplementedError(f"parameter shared by several modules ({names}) is not supported")
-        out[key] = places[0]
-    return out
+    return owners
+
+
+def _single_owner(places: list[tuple[str, nn.Module, str]]) -> tuple[str, nn.Module, str]:
+    if len({id(m) for _, m, _ in places}) > 1:
+        # g_i would be the sum of two layers' terms, whose norms and squares do not add up.
+        names = sorted({f"{n}.{loc}" if n else loc for n, _, loc in places})
+        raise NotImplementedError(f"a parameter shared by several modules ({names}, e.g. tied embeddings) "
+                                  "is not supported; select other parameters")
+    return places[0]
 
 
 def select_targets(model: nn.Module, params=None) -> list[Target]:
@@ -64,7 +66,7 @@ def select_targets(model: nn.Module, params=None) -> list[Target]:
         raise ValueError("no parameters selected")
     targets: dict[int, Target] = {}
     for p in chosen:
-        mod_name, module, local = owners[id(p)]
+        mod_name, module, local = _single_owner(owners[id(p)])
         rule = find_rule(module)
         full = f"{mod_name}.{local}" if mod_name else local
         if rule is None or local not in rule.param_names(module):
