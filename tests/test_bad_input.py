@@ -102,8 +102,10 @@ def test_batches_must_be_pairs(model):
     x, y = data()
     with pytest.raises(TypeError, match="pair"):
         influence_scores(model, TensorDataset(x, y, y))
+    with pytest.raises(TypeError, match="pair"):
+        influence_scores(model, [1, 2, 3])  # a list of samples that are not (x, y) pairs
     with pytest.raises(TypeError, match="map-style Dataset"):
-        influence_scores(model, [1, 2, 3])
+        influence_scores(model, "forget.csv")
 
 
 @pytest.mark.parametrize("kwargs,err", [({"damping": -1.0}, "damping"), ({"batch_size": 0}, "batch_size"),
