@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -22,7 +23,8 @@ def triton_interpreted() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 
 
-def _triton_installed() -> bool:
+@functools.cache
+def _triton_installed() -> bool:  # a file-system search: do it once
     return importlib.util.find_spec("triton") is not None
 
 

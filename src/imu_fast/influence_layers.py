@@ -19,7 +19,7 @@ from .backends import resolve_backend
 from .capture import select_targets
 from .forget_data import forget_size, model_device, ordered_loader
 from .modes import preserved_modes
-from .per_sample import per_layer_terms
+from .per_sample import _accumulate, stream_terms
 
 
 def _damped_ratio(grad_sums: dict, fisher_sums: dict, n: int, damping: float):
@@ -48,13 +48,17 @@ def layer_influence_scores(model: nn.Module, forget, *, targets, loss_fn, dampin
     with preserved_modes(model):
         model.eval()
         for batch in loader:
-            terms, size = per_layer_terms(model, loss_fn, batch, selected)
-            for name, term in terms.items():
-                f, g = term.fisher_sum(backend), term.grad_sum()
-                fisher_sums[name] = f if name not in fisher_sums else fisher_sums[name] + f
-                grad_sums[name] = g if name not in grad_sums else grad_sums[name] + g
-            nbytes = sum(term.nbytes() for term in terms.values())
-            keep = cached_bytes + nbytes <= memory_budget
+            terms: dict | None = {} if cached_bytes < memory_budget else None
+
+            def pass_one(name, term, terms=terms):
+                _accumulate(fisher_sums, name, term.fisher_sum(backend))
+                _accumulate(grad_sums, name, term.grad_sum())
+                if terms is not None:
+                    terms[name] = term
+
+            size = stream_terms(model, loss_fn, batch, selected, pass_one)
+            nbytes = sum(term.nbytes() for term in terms.values()) if terms is not None else 0
+            keep = terms is not None and cached_bytes + nbytes <= memory_budget
             cache.append(terms if keep else None)
             cached_bytes += nbytes if keep else 0
             n += size
@@ -63,15 +67,18 @@ def layer_influence_scores(model: nn.Module, forget, *, targets, loss_fn, dampin
             raise ValueError("the forget set is empty: there is nothing to unlearn")
         m, fisher, mean_grad = _damped_ratio(grad_sums, fisher_sums, n, damping)
 
-        def batches_of_terms():
-            batches = iter(loader) if any(item is None for item in cache) else None
-            for item in cache:
-                batch = next(batches) if batches is not None else None
-                yield item if item is not None else per_layer_terms(model, loss_fn, batch, selected)[0]
+        def batch_scores(item, batch):
+            if item is not None:
+                return -sum(term.dot(m[name]) for name, term in item.items())
+            dots: list[torch.Tensor] = []
+            stream_terms(model, loss_fn, batch, selected, lambda name, term: dots.append(term.dot(m[name])))
+            return -sum(dots)
 
+        batches = iter(loader) if any(item is None for item in cache) else None
         scores = []
-        for terms in batches_of_terms():
-            scores.append(-sum(term.dot(m[name]) for name, term in terms.items()).detach().cpu())
+        for item in cache:
+            batch = next(batches) if batches is not None else None
+            scores.append(batch_scores(item, batch).detach().cpu())
         bar.close()
     scores = torch.cat(scores)
     if scores.numel() != n:

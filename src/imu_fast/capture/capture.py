@@ -1,32 +1,35 @@
 """Hooks that record each target layer's inputs A and output gradients B in one batched pass.
 
-Forward hooks keep every call's input and output; one ``torch.autograd.grad`` of sum_i l_i with
-respect to those outputs delivers the output gradients, so no weight gradient is computed. If an
-in-place operation rewrote an output after its layer (e.g. ``ReLU(inplace=True)``), the tensor
-no longer holds the value the layer produced; ``InPlaceOutput`` is raised and the caller repeats
-the pass with ``copy_outputs=True``, where each hook hands the rest of the model a copy of the
-output and the original stays untouched.
+Each target layer's output z is handed to the rest of the model as z + anchor, where ``anchor``
+is a zero scalar leaf, and a tensor hook on that sum receives dL/dz = B. One
+``torch.autograd.grad(sum_i l_i, anchor)`` then runs the backward through every target layer
+(every one of them lies on a path to the anchor) without computing any weight gradient. A tensor
+hook fires with the gradient of the value it was registered on, so in-place operations after a
+layer (``ReLU(inplace=True)``) cannot corrupt what we record.
+
+Gradient terms are handed to ``on_term(name, term)`` as soon as a layer's B arrives (for a layer
+called once per forward), so A and B of one layer can be freed before the next layer's arrive:
+peak memory stays near that of a plain forward and backward.
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 
 from .selection import Target
 
 
-class InPlaceOutput(RuntimeError):
-    """A target layer's output was modified in place after the layer ran."""
-
-
 class LayerCapture:
-    def __init__(self, targets: list[Target], *, copy_outputs: bool = False):
+    def __init__(self, targets: list[Target], on_term: Callable[[str, object], None]):
         self.targets = targets
-        self.copy_outputs = copy_outputs
+        self.on_term = on_term
         self.inputs: dict[int, list[torch.Tensor]] = {}
         self.grads: dict[int, list[torch.Tensor | None]] = {}
-        self.outputs: list[tuple[torch.Tensor, int, int]] = []  # (output, its version, module key)
+        self.anchor: torch.Tensor | None = None
         self._handles = []
+        self._by_key = {id(t.module): t for t in targets}
 
     def __enter__(self) -> "LayerCapture":
         for target in self.targets:
@@ -46,33 +49,50 @@ class LayerCapture:
         def hook(module, args, output):
             if not args or not isinstance(args[0], torch.Tensor):
                 raise TypeError(f"{target.module_name}: expected a tensor as the first input")
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"{target.module_name}: expected the layer to return one tensor")
-            self.inputs.setdefault(key, []).append(args[0].detach())
-            self.outputs.append((output, output._version, key))
-            return output.clone() if self.copy_outputs else None
+            if not isinstance(output, torch.Tensor) or not output.is_floating_point():
+                raise TypeError(f"{target.module_name}: expected the layer to return one floating-point tensor")
+            calls = self.inputs.setdefault(key, [])
+            grads = self.grads.setdefault(key, [])
+            slot = len(calls)
+            calls.append(args[0].detach())
+            grads.append(None)
+            if not output.requires_grad:
+                return None
+            if self.anchor is None:
+                self.anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
+            # The hook sits on the sum: its node runs on every path to the anchor, and a hook
+            # registered before a later in-place change receives the gradient of the value as it was.
+            tapped = output + self.anchor.to(output.dtype)
+            tapped.register_hook(lambda grad, slot=slot: self._arrived(key, slot, grad))
+            return tapped
 
         return hook
 
-    def backward(self, losses: torch.Tensor) -> None:
-        """Backpropagates sum_i l_i to the captured outputs and keeps their gradients."""
-        if not self.outputs:
-            raise RuntimeError("no target layer took part in the loss: check the selected parameters")
-        if any(out._version != version for out, version, _ in self.outputs):
-            raise InPlaceOutput("a target layer's output was modified in place")
-        outs = [out for out, *_ in self.outputs]
-        for (out, _, key), grad in zip(self.outputs, torch.autograd.grad(losses.sum(), outs, allow_unused=True)):
-            # An output the loss does not depend on has a zero gradient.
-            self.grads.setdefault(key, []).append(torch.zeros_like(out) if grad is None else grad.detach())
+    def _arrived(self, key: int, slot: int, grad: torch.Tensor) -> None:
+        grads = self.grads[key]
+        grads[slot] = grad.detach()
+        if len(grads) == 1:  # the usual case: one call, so this layer's terms are complete now
+            self._emit(key)
 
-    def terms(self) -> dict[str, object]:
-        """Full parameter name -> per-sample gradient term, for every selected parameter."""
-        out = {}
-        for target in self.targets:
-            key = id(target.module)
-            if key not in self.inputs:
-                raise RuntimeError(f"layer {target.module_name!r} was not called by the loss function")
-            for local, term in target.rule.terms(target.module, self.inputs[key], self.grads[key],
-                                                 list(target.params)).items():
-                out[target.params[local]] = term
-        return out
+    def _emit(self, key: int) -> None:
+        target = self._by_key[key]
+        inputs, grads = self.inputs.pop(key), self.grads.pop(key)
+        grads = [g if g is not None else self._zero_grad(target, x) for g, x in zip(grads, inputs)]
+        for local, term in target.rule.terms(target.module, inputs, grads, list(target.params)).items():
+            self.on_term(target.params[local], term)
+
+    @staticmethod
+    def _zero_grad(target: Target, x: torch.Tensor) -> torch.Tensor:
+        # An output the loss does not depend on gets a zero gradient of the output's shape.
+        with torch.no_grad():
+            return torch.zeros_like(target.module(x))
+
+    def backward(self, losses: torch.Tensor) -> None:
+        """Backpropagates sum_i l_i through every target layer, emitting every selected term."""
+        missing = [t.module_name for t in self.targets if id(t.module) not in self.inputs]
+        if missing:
+            raise RuntimeError(f"layers {missing} were not called by the loss function")
+        if self.anchor is not None:
+            torch.autograd.grad(losses.sum(), [self.anchor], allow_unused=True)
+        for key in list(self.inputs):  # layers called several times, or not reached by the loss
+            self._emit(key)

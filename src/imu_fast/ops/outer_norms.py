@@ -1,9 +1,8 @@
 """Per-sample gradient norms of a linear-family layer: ||g_i||^2 with g_i = B_i^T A_i.
 
 Two exact routes, chosen per layer by cost:
-  Gram route  ||g_i||^2 = <A_i A_i^T, B_i B_i^T>   cost T^2 (d_in + d_out)  (long rows of few tokens
-              lose; wins when T is small relative to d_in d_out / (d_in + d_out))
-  tiled route form tiles of g_i on chip, square, reduce     cost T d_in d_out
+  Gram route  ||g_i||^2 = <A_i A_i^T, B_i B_i^T>          cost T^2 (d_in + d_out), wins for short T
+  tiled route form tiles of g_i on chip, square, reduce     cost T d_in d_out, wins for long T
 """
 
 from __future__ import annotations
@@ -24,8 +23,13 @@ def outer_norms_sq_ref(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return (g * g).sum((1, 2))
 
 
+# The tiled kernels run about twice as many FLOP/s as the batched Gram matmuls (measured on CPU,
+# 2026-11-28, benchmarks/README.md), so the Gram route must need under half the FLOPs to win.
+GRAM_ADVANTAGE = 2.0
+
+
 def pick_route(t: int, d_in: int, d_out: int) -> str:
-    return "gram" if t * (d_in + d_out) < d_in * d_out else "tiled"
+    return "gram" if GRAM_ADVANTAGE * t * (d_in + d_out) < d_in * d_out else "tiled"
 
 
 def _gram_norms_sq(a, b):
