@@ -7,7 +7,9 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Tiny test models gain nothing from intra-op threads, and on a busy 2-core machine thread
+# oversubscription slows them by orders of magnitude.
+torch.set_num_threads(1)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -14,7 +14,7 @@ import time
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..config import UnlearnConfig
@@ -23,30 +23,9 @@ from ..head import logits_of
 from ..influence import batch_influence, compute_dtype, influence_scores
 from ..losses import imu_loss
 from ..modes import preserved_modes
+from .common import IndexedDataset, train_mode
 from ..report import UnlearnReport
 from ..weights import dynamic_batch_weights, influence_weights
-
-
-class _Indexed(Dataset):
-    """Yields ``(x, y, i)`` so the loop can look up each sample's weight after shuffling."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        x, y = self.dataset[i]
-        return x, y, i
-
-
-def _train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
-    model.train()
-    if freeze_batchnorm:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
 
 
 def _weights(model, dataset, head, cfg: UnlearnConfig, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -57,15 +36,56 @@ def _weights(model, dataset, head, cfg: UnlearnConfig, n: int) -> tuple[torch.Te
     return influence_weights(result.scores, top_fraction=cfg.top_fraction, clip_quantile=cfg.clip_quantile), result.scores
 
 
-def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear, cfg: UnlearnConfig, method: str) -> UnlearnReport:
+def _batch_weights(model, head, x, y, idx, weights, cfg: UnlearnConfig) -> torch.Tensor:
+    """Stored weights, or for the dynamic variant weights from this batch's own influence."""
+    if cfg.refresh != "batch":
+        return weights[idx]
+    model.eval()  # influence is always computed in eval mode
+    scores = batch_influence(model, head, x, y, damping=cfg.damping, backend=cfg.backend,
+                             dtype=compute_dtype(head, None))
+    return dynamic_batch_weights(scores)
+
+
+def _run_epoch(model, head, head_params, optimizer, loader, kept, weights, cfg, report, device) -> tuple[float, float, int]:
+    """One pass over the kept samples; returns (summed objective, summed forget loss, batches)."""
+    objective, forget_loss, batches = 0.0, 0.0, 0
+    for x, y, local in loader:
+        x, y = split_batch((x, y), model, device, 0)
+        idx = torch.as_tensor(kept)[local]
+        started = time.perf_counter()
+        w = _batch_weights(model, head, x, y, idx, weights, cfg)
+        if cfg.refresh == "batch":
+            report.influence_seconds += time.perf_counter() - started
+        if w.sum() <= 0:
+            continue  # dynamic variant: nothing in this batch supports the forget loss
+        train_mode(model, cfg.freeze_batchnorm)
+        logits = logits_of(model(x))
+        check_labels(y, logits.shape[1], int(idx.min()))
+        losses = F.cross_entropy(logits, y, reduction="none")
+        loss = imu_loss(losses, w.to(device), l1_params=head_params, alpha=cfg.alpha)
+        if not torch.isfinite(loss):
+            report.diverged = True
+            break
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        objective += loss.item()
+        forget_loss += losses.mean().item()
+        batches += 1
+    return objective, forget_loss, batches
+
+
+def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear | None, cfg: UnlearnConfig,
+                        method: str) -> UnlearnReport:
     dataset = as_dataset(forget)
     n = len(dataset)
     if n == 0:
         raise ValueError("the forget set is empty: there is nothing to unlearn")
     device = model_device(model)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=0)
-    head_params = list(head.parameters())
+    head_params = list(head.parameters()) if head is not None else []
     trained = head_params if cfg.scope == "head" else list(model.parameters())
+    bar = tqdm(total=cfg.epochs, desc=method, unit="epoch", disable=not cfg.progress, leave=False)
     with preserved_modes(model):
         for p in model.parameters():
             p.requires_grad_(False)
@@ -86,44 +106,19 @@ def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear, cfg: UnlearnC
             if not kept:
                 report.message = "no sample has a negative influence score: nothing was unlearned"
                 break
-            loader = DataLoader(_Indexed(Subset(dataset, kept)), batch_size=cfg.batch_size, shuffle=True,
+            loader = DataLoader(IndexedDataset(Subset(dataset, kept)), batch_size=cfg.batch_size, shuffle=True,
                                 generator=generator)
-            objective, forget_loss, batches = 0.0, 0.0, 0
-            started = time.perf_counter()
-            for x, y, local in tqdm(loader, desc=f"{method} epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                                    leave=False):
-                x, y = split_batch((x, y), model, device, 0)
-                idx = torch.as_tensor(kept)[local]
-                if cfg.refresh == "batch":
-                    t0 = time.perf_counter()
-                    model.eval()
-                    w = dynamic_batch_weights(batch_influence(model, head, x, y, damping=cfg.damping,
-                                                              backend=cfg.backend, dtype=compute_dtype(head, None)))
-                    report.influence_seconds += time.perf_counter() - t0
-                    if w.sum() <= 0:
-                        continue
-                else:
-                    w = weights[idx]
-                _train_mode(model, cfg.freeze_batchnorm)
-                logits = logits_of(model(x))
-                check_labels(y, logits.shape[1], int(idx.min()))
-                losses = F.cross_entropy(logits, y, reduction="none")
-                loss = imu_loss(losses, w.to(device), l1_params=head_params, alpha=cfg.alpha)
-                if not torch.isfinite(loss):
-                    report.diverged = True
-                    report.message = f"the loss became non-finite in epoch {epoch + 1}; stopped (lower lr or epochs)"
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                objective += loss.item()
-                forget_loss += losses.mean().item()
-                batches += 1
-            report.update_seconds += time.perf_counter() - started
+            started, influence_before = time.perf_counter(), report.influence_seconds
+            objective, forget_loss, batches = _run_epoch(model, head, head_params, optimizer, loader, kept, weights,
+                                                         cfg, report, device)
+            # Per-batch influence (dynamic variant) is reported under influence, not updates.
+            report.update_seconds += time.perf_counter() - started - (report.influence_seconds - influence_before)
             if report.diverged:
+                report.message = f"the loss became non-finite in epoch {epoch + 1}; stopped (lower lr or epochs)"
                 break
             report.epoch_objective.append(objective / max(batches, 1))
-            report.epoch_forget_loss.append(forget_loss / max(batches, 1) if batches else math.nan)
-        if report.n_kept == 0 and report.weights is not None and not report.message:
-            report.message = "no sample has a negative influence score: nothing was unlearned"
+            report.epoch_forget_loss.append(forget_loss / batches if batches else math.nan)
+            bar.update(1)
+            bar.set_postfix(forget_loss=f"{report.epoch_forget_loss[-1]:.3f}")
+    bar.close()
     return report
