@@ -19,7 +19,7 @@ from .backends import resolve_backend
 from .capture import select_targets
 from .forget_data import forget_size, model_device, ordered_loader
 from .modes import preserved_modes
-from .per_sample import _accumulate, stream_terms
+from .per_sample import _accumulate, per_layer_terms, stream_terms
 
 
 def _damped_ratio(grad_sums: dict, fisher_sums: dict, n: int, damping: float):
@@ -92,3 +92,15 @@ def layer_influence_scores(model: nn.Module, forget, *, targets, loss_fn, dampin
         damping=damping,
         seconds=time.perf_counter() - started,
     )
+
+
+def batch_layer_influence(model: nn.Module, loss_fn, batch, targets, *, damping: float, backend: str) -> torch.Tensor:
+    """Scores of one batch from that batch alone (the dynamic refresh), for target layers.
+
+    The caller puts the model in eval mode."""
+    selected = select_targets(model, targets)
+    terms, n = per_layer_terms(model, loss_fn, batch, selected)
+    fisher = {name: term.fisher_sum(backend) for name, term in terms.items()}
+    grads = {name: term.grad_sum() for name, term in terms.items()}
+    m, _, _ = _damped_ratio(grads, fisher, n, damping)
+    return -sum(term.dot(m[name]) for name, term in terms.items())

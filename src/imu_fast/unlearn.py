@@ -8,6 +8,7 @@ from .config import PRESETS, UnlearnConfig
 from .forget_data import iterate_batches, model_device, ordered_loader
 from .head import check_head, find_head
 from .methods.finetune import InitFn, run_finetune, run_retrain
+from .methods.influence_params import InfluenceParams
 from .methods.npo import run_npo
 from .methods.random_labels import run_random_labels
 from .methods.weighted_ascent import run_weighted_ascent
@@ -17,6 +18,9 @@ from .report import UnlearnReport
 WEIGHTED_ASCENT = ("imu", "ga", "imu-uniform")
 RETAIN_FREE = ("imu", "ga", "imu-uniform", "npo", "rl")
 RETAIN_USING = ("ft", "retrain")
+# Methods that work with any per-sample loss (loss_fn=, e.g. language models); the others need
+# (x, y) classification data.
+ANY_LOSS = ("imu", "ga", "imu-uniform", "npo")
 # Settings only the influence-weighted ascent loop reads: the other methods refuse a change to them
 # rather than silently ignore it (e.g. config=IMU_PAPER with method="npo" would carry alpha=0.2).
 _ASCENT_ONLY = ("alpha", "damping", "top_fraction", "clip_quantile", "refresh", "weighting", "backend")
@@ -43,6 +47,19 @@ def _check_settings_used(method: str, cfg: UnlearnConfig) -> None:
                          f"defaults (or pick the method that uses them)")
 
 
+def _influence_params(model, forget, cfg: UnlearnConfig, method: str, head, targets, loss_fn, needed: bool):
+    """theta_c for this run, or None where the method needs neither a head nor target layers."""
+    if targets is not None:
+        return InfluenceParams(targets=targets, loss_fn=loss_fn)
+    if not needed and head is None:
+        return None
+    if loss_fn is not None:
+        raise ValueError(f"method {method!r} with loss_fn= needs targets= (the influence parameters): the "
+                         "classifier-head path applies to (x, y) classification data")
+    # FT finds the head on retain data so that it never reads a forget sample.
+    return InfluenceParams(head=_resolve_head(model, forget, head))
+
+
 def unlearn(
     model: nn.Module,
     forget,
@@ -50,25 +67,31 @@ def unlearn(
     method: str = "imu",
     config: UnlearnConfig | None = None,
     head: nn.Module | None = None,
+    targets=None,
+    loss_fn=None,
     retain=None,
     init_fn: InitFn | None = None,
     **settings,
 ) -> UnlearnReport:
     """Unlearn ``forget`` from ``model`` in place and report what was done.
 
-    ``method`` names a preset: ``"imu"`` (the paper's recipe: head-only, influence-weighted),
-    ``"ga"`` (gradient ascent on all parameters, uniform weights) or ``"imu-uniform"`` (IMU's loop
-    with uniform weights, the ablation); the other baselines of the evaluation protocol:
-    ``"npo"`` (negative preference optimisation, β = ``npo_beta``) and ``"rl"`` (descent on random
-    wrong labels), both retain-free; ``"ft"`` (fine-tune on ``retain``) and ``"retrain"`` (train a
-    re-initialised model on ``retain``; ``init_fn`` re-initialises it, else every submodule's
-    ``reset_parameters()``), which need ``retain=`` and never read the forget set's samples.
-    The retain-free methods refuse ``retain=`` (so nobody believes it was used), and only
-    ``"retrain"`` takes ``init_fn``.
+    ``method`` names a preset: ``"imu"`` (the paper's recipe: influence-weighted, updating only
+    the influence parameters theta_c), ``"ga"`` (gradient ascent on all parameters, uniform
+    weights) or ``"imu-uniform"`` (IMU's loop with uniform weights, the ablation); the other
+    baselines of the evaluation protocol: ``"npo"`` (negative preference optimisation, β =
+    ``npo_beta``) and ``"rl"`` (descent on random wrong labels), both retain-free; ``"ft"``
+    (fine-tune on ``retain``) and ``"retrain"`` (train a re-initialised model on ``retain``;
+    ``init_fn`` re-initialises it, else every submodule's ``reset_parameters()``), which need
+    ``retain=`` and never read the forget set's samples. The retain-free methods refuse
+    ``retain=`` (so nobody believes it was used), and only ``"retrain"`` takes ``init_fn``.
+
+    theta_c is the classifier head (``head``, found automatically if omitted) or, with
+    ``targets`` (parameter names, parameters or modules), chosen layers such as a language
+    model's attention projections; then ``loss_fn(model, batch)`` gives the per-sample losses
+    (e.g. ``imu_fast.lm.causal_lm_losses``). ``scope="head"`` updates theta_c only.
 
     ``config`` replaces the preset; keyword ``settings`` override single fields, e.g.
-    ``unlearn(model, forget, refresh="batch", epochs=5)``. ``head`` names the classifier head
-    (found automatically if omitted); the baselines only need it with ``scope="head"``.
+    ``unlearn(model, forget, refresh="batch", epochs=5)``.
     """
     if method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
@@ -79,21 +102,23 @@ def unlearn(
         raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
     if init_fn is not None and method != "retrain":
         raise ValueError(f"init_fn applies to method 'retrain' only, not {method!r}")
+    if head is not None and targets is not None:
+        raise ValueError("give either head= or targets= as the influence parameters, not both")
+    if (loss_fn is not None or targets is not None) and method not in ANY_LOSS:
+        raise ValueError(f"method {method!r} needs (x, y) classification data; loss_fn= and targets= apply to "
+                         f"{list(ANY_LOSS)}")
     cfg = (config or PRESETS[method]).replace(**settings) if settings else (config or PRESETS[method])
     _check_settings_used(method, cfg)
-    if method in WEIGHTED_ASCENT:
-        # Plain GA (all parameters, uniform weights, no L1 term) needs no classifier head.
-        needs_head = cfg.scope == "head" or cfg.weighting == "influence" or cfg.alpha > 0
-        if needs_head or head is not None:
-            head = _resolve_head(model, forget, head)
-        return run_weighted_ascent(model, forget, head, cfg, method)
     if method == "retrain":
-        return run_retrain(model, forget, retain, None, cfg, init_fn)
-    if cfg.scope == "head" or head is not None:
-        # FT finds the head on retain data so that it never reads a forget sample.
-        head = _resolve_head(model, retain if method == "ft" else forget, head)
+        return run_retrain(model, forget, retain, cfg, init_fn)
+    needed = cfg.scope == "head" or (method in WEIGHTED_ASCENT and (cfg.weighting == "influence" or cfg.alpha > 0))
+    theta = _influence_params(model, retain if method == "ft" else forget, cfg, method, head, targets, loss_fn,
+                              needed)
+    params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
+    if method in WEIGHTED_ASCENT:
+        return run_weighted_ascent(model, forget, theta, cfg, method, loss_fn)
     if method == "npo":
-        return run_npo(model, forget, head, cfg)
+        return run_npo(model, forget, params, cfg, loss_fn)
     if method == "rl":
-        return run_random_labels(model, forget, head, cfg)
-    return run_finetune(model, forget, retain, head, cfg)
+        return run_random_labels(model, forget, params, cfg)
+    return run_finetune(model, forget, retain, params, cfg)

@@ -1,8 +1,9 @@
 """The plain mini-batch SGD loop the baselines share (NPO, RL, FT, Retrain).
 
-Each method supplies one function ``step(logits, y, idx) -> (objective, forget_ce)``: the scalar
-to minimise for a batch, and the batch's per-sample cross-entropy on the true forget labels (or
-``None`` when the batch is not forget data). The loop owns everything else, exactly as the
+Each method supplies one function ``step(out) -> (objective, forget_loss)``, where ``out`` holds
+the batch's per-sample losses (cross-entropy on the true labels, or the user's ``loss_fn``) and,
+for classifiers, its logits and labels: it returns the scalar to minimise and the per-sample
+forget losses to report (or ``None`` when the batch is not forget data). The loop owns everything else, exactly as the
 weighted-ascent loop does: SGD with the configured momentum and weight decay, shuffling seeded by
 ``cfg.seed``, forward passes in train mode (BatchNorm statistics drift unless
 ``freeze_batchnorm``), a stop on a non-finite loss, and the per-epoch report.
@@ -20,13 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..config import UnlearnConfig
-from ..forget_data import as_dataset, model_device, split_batch
-from ..head import logits_of
+from ..forget_data import as_dataset, model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
-from .common import IndexedDataset, train_mode
+from .common import BatchLosses, IndexedDataset, batch_losses, train_mode
 
-Step = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], "tuple[torch.Tensor, torch.Tensor | None]"]
+Step = Callable[[BatchLosses], "tuple[torch.Tensor, torch.Tensor | None]"]
 
 
 def dataset_of(data, what: str) -> Dataset:
@@ -41,30 +41,12 @@ def dataset_of(data, what: str) -> Dataset:
     return dataset
 
 
-def trained_parameters(model: nn.Module, head: nn.Module | None, cfg: UnlearnConfig) -> list[nn.Parameter]:
-    if cfg.scope == "all":
-        return list(model.parameters())
-    if head is None:
-        raise ValueError("scope='head' needs the classifier head")
-    return list(head.parameters())
-
-
-def check_labels_in(y: torch.Tensor, idx: torch.Tensor, num_classes: int, what: str) -> None:
-    """Errors naming the dataset indices ``idx`` of labels outside ``[0, num_classes)``."""
-    bad = ((y < 0) | (y >= num_classes)).nonzero().flatten().cpu()
-    if bad.numel():
-        raise ValueError(
-            f"labels out of range [0, {num_classes}) in the {what} set at indices {idx.cpu()[bad[:10]].tolist()}"
-            f"{' ...' if bad.numel() > 10 else ''} (values {y.cpu()[bad[:10]].tolist()})"
-        )
-
-
 def _has_training_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
 def run_descent(model: nn.Module, dataset: Dataset, params: list[nn.Parameter], cfg: UnlearnConfig,
-                report: UnlearnReport, step: Step, what: str) -> UnlearnReport:
+                report: UnlearnReport, step: Step, what: str, loss_fn=None) -> UnlearnReport:
     """Minimises ``step``'s objective over ``dataset`` (``what`` names it in errors) for ``cfg.epochs``."""
     device = model_device(model)
     n = len(dataset)
@@ -79,18 +61,12 @@ def run_descent(model: nn.Module, dataset: Dataset, params: list[nn.Parameter], 
         for epoch in range(cfg.epochs):
             objective, forget_ce, batches, forget_batches = 0.0, 0.0, 0, 0
             started = time.perf_counter()
-            for x, y, idx in tqdm(loader, desc=f"{report.method} epoch {epoch + 1}/{cfg.epochs}",
-                                  disable=not cfg.progress, leave=False):
-                try:
-                    x, y = split_batch((x, y), model, device, int(idx.min()))
-                except (TypeError, ValueError) as exc:
-                    raise type(exc)(f"in the {what} set: {exc}") from None
+            for batch, idx in tqdm(loader, desc=f"{report.method} epoch {epoch + 1}/{cfg.epochs}",
+                                   disable=not cfg.progress, leave=False):
                 train_mode(model, cfg.freeze_batchnorm)
-                if x.shape[0] == 1 and n > 1 and _has_training_batchnorm(model):
+                if len(idx) == 1 and n > 1 and _has_training_batchnorm(model):
                     continue  # batch statistics of one sample are meaningless; shuffling shows it again
-                logits = logits_of(model(x))
-                check_labels_in(y, idx, logits.shape[1], what)
-                loss, ce = step(logits, y, idx.to(device))
+                loss, ce = step(batch_losses(model, batch, idx, loss_fn, device, what))
                 if not torch.isfinite(loss):
                     report.diverged = True
                     report.message = f"the loss became non-finite in epoch {epoch + 1}; stopped (lower lr or epochs)"

@@ -12,33 +12,32 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from ..config import UnlearnConfig
 from ..forget_data import model_device
 from ..report import UnlearnReport
-from ._descent import dataset_of, run_descent, trained_parameters
+from ._descent import dataset_of, run_descent
 
 InitFn = Callable[[nn.Module], "nn.Module | None"]
 
 
-def _descend_on_retain(model, forget, retain, head, cfg: UnlearnConfig, method: str) -> UnlearnReport:
+def _descend_on_retain(model, forget, retain, params, cfg: UnlearnConfig, method: str) -> UnlearnReport:
     if retain is None:
         raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
     n_forget = len(dataset_of(forget, "forget"))  # its size only; no sample is read
     dataset = dataset_of(retain, "retain")
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n_forget, n_kept=0)
 
-    def step(logits, y, idx):
-        return F.cross_entropy(logits, y), None  # None: these batches are not forget data
+    def step(out):
+        return out.losses.mean(), None  # None: these batches are not forget data
 
-    return run_descent(model, dataset, trained_parameters(model, head, cfg), cfg, report, step, "retain")
+    return run_descent(model, dataset, params, cfg, report, step, "retain")
 
 
-def run_finetune(model: nn.Module, forget, retain, head: nn.Module | None, cfg: UnlearnConfig,
+def run_finetune(model: nn.Module, forget, retain, params: list[nn.Parameter], cfg: UnlearnConfig,
                  method: str = "ft") -> UnlearnReport:
     """FT: continue training the model on the retain set (catastrophic forgetting of D_f, if any)."""
-    return _descend_on_retain(model, forget, retain, head, cfg, method)
+    return _descend_on_retain(model, forget, retain, params, cfg, method)
 
 
 def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0) -> None:
@@ -72,8 +71,8 @@ def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0)
                 m.reset_parameters()
 
 
-def run_retrain(model: nn.Module, forget, retain, head: nn.Module | None, cfg: UnlearnConfig,
-                init_fn: InitFn | None = None, method: str = "retrain") -> UnlearnReport:
+def run_retrain(model: nn.Module, forget, retain, cfg: UnlearnConfig, init_fn: InitFn | None = None,
+                method: str = "retrain") -> UnlearnReport:
     """Retrain: re-initialise the model (seeded by ``cfg.seed``), then train it on the retain set.
 
     The gold standard of the evaluation protocol when ``cfg`` repeats the original training recipe.
@@ -85,4 +84,4 @@ def run_retrain(model: nn.Module, forget, retain, head: nn.Module | None, cfg: U
         raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
     dataset_of(forget, "forget"), dataset_of(retain, "retain")
     reinitialise(model, init_fn, cfg.seed)
-    return _descend_on_retain(model, forget, retain, head, cfg, method)
+    return _descend_on_retain(model, forget, retain, list(model.parameters()), cfg, method)

@@ -24,11 +24,11 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from ..config import UnlearnConfig
-from ..forget_data import iterate_batches, model_device
-from ..head import logits_of
+from ..forget_data import model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
-from ._descent import check_labels_in, dataset_of, run_descent, trained_parameters
+from ._descent import dataset_of, run_descent
+from .common import IndexedDataset, batch_losses
 
 
 def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
@@ -42,38 +42,33 @@ def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0
     return -(2.0 / beta) * F.logsigmoid(-beta * log_ratio).mean()  # logsigmoid: stable for any ratio
 
 
-def true_log_probs(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """log softmax(logits)[i, y_i], in at least float32 (half-precision log-probabilities are coarse)."""
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return logits.log_softmax(dim=1).gather(1, y[:, None]).squeeze(1)
-
-
 @torch.no_grad()
-def reference_log_probs(model: nn.Module, dataset, batch_size: int) -> torch.Tensor:
-    """log π(y_i|x_i) of every sample of ``dataset`` under ``model`` as it is now, in eval mode."""
+def reference_log_probs(model: nn.Module, dataset, batch_size: int, loss_fn=None) -> torch.Tensor:
+    """log π(y_i|x_i) = −l_i of every sample of ``dataset`` under ``model`` as it is now, in eval mode."""
     device = model_device(model)
     out = []
     with preserved_modes(model):
         model.eval()
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-        for start, x, y in iterate_batches(loader, model, device):
-            logits = logits_of(model(x))
-            check_labels_in(y, torch.arange(start, start + len(y)), logits.shape[1], "forget")
-            out.append(true_log_probs(logits, y))
+        for batch, idx in DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=False):
+            out.append(-batch_losses(model, batch, idx, loss_fn, device, "forget").losses)
     return torch.cat(out)
 
 
-def run_npo(model: nn.Module, forget, head: nn.Module | None, cfg: UnlearnConfig, method: str = "npo") -> UnlearnReport:
-    """Minimises the NPO loss over the forget set with SGD (``cfg``'s settings; β = ``cfg.npo_beta``)."""
+def run_npo(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnConfig, loss_fn=None,
+            method: str = "npo") -> UnlearnReport:
+    """Minimises the NPO loss over the forget set with SGD (``cfg``'s settings; β = ``cfg.npo_beta``).
+
+    log π_θ(y_i|x_i) is minus the per-sample loss: the cross-entropy for classifiers, or
+    ``loss_fn`` (e.g. a sequence's mean token loss for language models).
+    """
     dataset = dataset_of(forget, "forget")
     n = len(dataset)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     started = time.perf_counter()
-    ref = reference_log_probs(model, dataset, cfg.batch_size)
+    ref = reference_log_probs(model, dataset, cfg.batch_size, loss_fn)
     report.update_seconds += time.perf_counter() - started  # part of the run's cost (RTE)
 
-    def step(logits, y, idx):
-        log_prob = true_log_probs(logits, y)
-        return npo_loss(log_prob, ref[idx], cfg.npo_beta), -log_prob
+    def step(out):
+        return npo_loss(-out.losses, ref[out.idx], cfg.npo_beta), out.losses
 
-    return run_descent(model, dataset, trained_parameters(model, head, cfg), cfg, report, step, "forget")
+    return run_descent(model, dataset, params, cfg, report, step, "forget", loss_fn)

@@ -15,7 +15,7 @@ from torch.nn import functional as F
 
 from ..config import UnlearnConfig
 from ..report import UnlearnReport
-from ._descent import dataset_of, run_descent, trained_parameters
+from ._descent import dataset_of, run_descent
 
 
 def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -23,7 +23,7 @@ def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int
     return (y + offsets) % num_classes
 
 
-def run_random_labels(model: nn.Module, forget, head: nn.Module | None, cfg: UnlearnConfig,
+def run_random_labels(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnConfig,
                       method: str = "rl") -> UnlearnReport:
     """Cross-entropy descent on the forget set with each label replaced by a fixed random wrong one."""
     dataset = dataset_of(forget, "forget")
@@ -31,7 +31,8 @@ def run_random_labels(model: nn.Module, forget, head: nn.Module | None, cfg: Unl
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     offsets: list[torch.Tensor] = []  # drawn at the first batch, once the number of classes is known
 
-    def step(logits, y, idx):
+    def step(out):
+        logits, y, idx = out.logits, out.y, out.idx
         num_classes = logits.shape[1]
         if num_classes < 2:
             raise ValueError("random wrong labels need at least 2 classes")
@@ -39,6 +40,6 @@ def run_random_labels(model: nn.Module, forget, head: nn.Module | None, cfg: Unl
             generator = torch.Generator().manual_seed(cfg.seed)
             offsets.append(torch.randint(1, num_classes, (n,), generator=generator).to(y.device))
         wrong = random_wrong_labels(y, offsets[0][idx], num_classes)
-        return F.cross_entropy(logits, wrong), F.cross_entropy(logits.detach(), y, reduction="none")
+        return F.cross_entropy(logits, wrong), out.losses.detach()
 
-    return run_descent(model, dataset, trained_parameters(model, head, cfg), cfg, report, step, "forget")
+    return run_descent(model, dataset, params, cfg, report, step, "forget")

@@ -1,9 +1,10 @@
 """The weighted gradient-ascent loop shared by IMU, its uniform ablation and plain GA (IMU_SPEC 3).
 
-Per mini-batch B of kept samples: L = -sum w_i l_i / sum w_i + alpha ||theta_head||_1, SGD with
-the configured momentum and weight decay, forward passes in train mode (BatchNorm statistics
-drift unless ``freeze_batchnorm``). Weights come from the influence scores (once, every epoch, or
-per batch for the dynamic variant) or are uniform.
+Per mini-batch B of kept samples: L = -sum w_i l_i / sum w_i + alpha ||theta_c||_1, SGD with the
+configured momentum and weight decay, forward passes in train mode (BatchNorm statistics drift
+unless ``freeze_batchnorm``). Weights come from the influence scores through theta_c (once,
+every epoch, or per batch for the dynamic variant) or are uniform. l_i is the cross-entropy of a
+classifier, or the user's per-sample ``loss_fn`` (e.g. a sequence's mean token loss).
 """
 
 from __future__ import annotations
@@ -13,56 +14,43 @@ import time
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..config import UnlearnConfig
-from ..forget_data import as_dataset, check_labels, model_device, split_batch
-from ..head import logits_of
-from ..influence import batch_influence, compute_dtype, influence_scores
+from ..forget_data import as_dataset, model_device
 from ..losses import imu_loss
 from ..modes import preserved_modes
-from .common import IndexedDataset, train_mode
 from ..report import UnlearnReport
 from ..weights import dynamic_batch_weights, influence_weights
+from .common import IndexedDataset, batch_losses, train_mode
+from .influence_params import InfluenceParams
 
 
-def _weights(model, dataset, head, cfg: UnlearnConfig, n: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _weights(model, dataset, theta: InfluenceParams | None, cfg: UnlearnConfig, n: int):
+    """``(weights, scores)`` for the whole forget set; scores are None when not computed."""
     if cfg.weighting == "uniform" or cfg.refresh == "batch":
         return torch.ones(n, dtype=torch.float64), None
-    result = influence_scores(model, dataset, head=head, damping=cfg.damping, batch_size=cfg.batch_size,
-                              backend=cfg.backend, progress=cfg.progress)
-    return influence_weights(result.scores, top_fraction=cfg.top_fraction, clip_quantile=cfg.clip_quantile), result.scores
+    scores = theta.scores(model, dataset, cfg)
+    return influence_weights(scores, top_fraction=cfg.top_fraction, clip_quantile=cfg.clip_quantile), scores
 
 
-def _batch_weights(model, head, x, y, idx, weights, cfg: UnlearnConfig) -> torch.Tensor:
-    """Stored weights, or for the dynamic variant weights from this batch's own influence."""
-    if cfg.refresh != "batch":
-        return weights[idx]
-    model.eval()  # influence is always computed in eval mode
-    scores = batch_influence(model, head, x, y, damping=cfg.damping, backend=cfg.backend,
-                             dtype=compute_dtype(head, None))
-    return dynamic_batch_weights(scores)
-
-
-def _run_epoch(model, head, head_params, optimizer, loader, kept, weights, cfg, report, device) -> tuple[float, float, int]:
+def _run_epoch(model, theta, l1_params, optimizer, loader, kept, weights, cfg, report, loss_fn, device):
     """One pass over the kept samples; returns (summed objective, summed forget loss, batches)."""
     objective, forget_loss, batches = 0.0, 0.0, 0
-    for x, y, local in loader:
-        x, y = split_batch((x, y), model, device, 0)
+    for batch, local in loader:
         idx = torch.as_tensor(kept)[local]
-        started = time.perf_counter()
-        w = _batch_weights(model, head, x, y, idx, weights, cfg)
         if cfg.refresh == "batch":
+            started = time.perf_counter()
+            w = dynamic_batch_weights(theta.batch_scores(model, batch, device, cfg))
             report.influence_seconds += time.perf_counter() - started
-        if w.sum() <= 0:
-            continue  # dynamic variant: nothing in this batch supports the forget loss
+            if w.sum() <= 0:
+                continue  # nothing in this batch supports the forget loss
+        else:
+            w = weights[idx]
         train_mode(model, cfg.freeze_batchnorm)
-        logits = logits_of(model(x))
-        check_labels(y, logits.shape[1], int(idx.min()))
-        losses = F.cross_entropy(logits, y, reduction="none")
-        loss = imu_loss(losses, w.to(device), l1_params=head_params, alpha=cfg.alpha)
+        losses = batch_losses(model, batch, idx, loss_fn, device, "forget").losses
+        loss = imu_loss(losses, w.to(device), l1_params=l1_params, alpha=cfg.alpha)
         if not torch.isfinite(loss):
             report.diverged = True
             break
@@ -75,16 +63,17 @@ def _run_epoch(model, head, head_params, optimizer, loader, kept, weights, cfg, 
     return objective, forget_loss, batches
 
 
-def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear | None, cfg: UnlearnConfig,
-                        method: str) -> UnlearnReport:
+def run_weighted_ascent(model: nn.Module, forget, theta: InfluenceParams | None, cfg: UnlearnConfig,
+                        method: str, loss_fn=None) -> UnlearnReport:
+    """``theta`` (the influence parameters) may be None only for uniform weights, scope 'all', alpha 0."""
     dataset = as_dataset(forget)
     n = len(dataset)
     if n == 0:
         raise ValueError("the forget set is empty: there is nothing to unlearn")
     device = model_device(model)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=0)
-    head_params = list(head.parameters()) if head is not None else []
-    trained = head_params if cfg.scope == "head" else list(model.parameters())
+    l1_params = theta.parameters(model) if theta is not None else []
+    trained = l1_params if cfg.scope == "head" else list(model.parameters())
     bar = tqdm(total=cfg.epochs, desc=method, unit="epoch", disable=not cfg.progress, leave=False)
     with preserved_modes(model):
         for p in model.parameters():
@@ -97,7 +86,7 @@ def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear | None, cfg: U
         for epoch in range(cfg.epochs):
             if weights is None or cfg.refresh == "epoch":
                 started = time.perf_counter()
-                weights, scores = _weights(model, dataset, head, cfg, n)
+                weights, scores = _weights(model, dataset, theta, cfg, n)
                 report.influence_seconds += time.perf_counter() - started
                 if epoch == 0:
                     report.weights, report.scores = weights, scores
@@ -109,8 +98,8 @@ def run_weighted_ascent(model: nn.Module, forget, head: nn.Linear | None, cfg: U
             loader = DataLoader(IndexedDataset(Subset(dataset, kept)), batch_size=cfg.batch_size, shuffle=True,
                                 generator=generator)
             started, influence_before = time.perf_counter(), report.influence_seconds
-            objective, forget_loss, batches = _run_epoch(model, head, head_params, optimizer, loader, kept, weights,
-                                                         cfg, report, device)
+            objective, forget_loss, batches = _run_epoch(model, theta, l1_params, optimizer, loader, kept, weights,
+                                                         cfg, report, loss_fn, device)
             # Per-batch influence (dynamic variant) is reported under influence, not updates.
             report.update_seconds += time.perf_counter() - started - (report.influence_seconds - influence_before)
             if report.diverged:
