@@ -96,8 +96,38 @@ def run_backends_command(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# imu-fast bench vision | lm
+#
+# Each study lives in imu_fast.studies.<name> and provides add_arguments(parser) and run(args) -> int.
 
-COMMANDS = (add_demo_command, add_backends_command)
+STUDIES = {"vision": "forgetting on scikit-learn's digits: every method, seeds and a learning-rate sweep",
+           "lm": "forgetting fictitious facts from SmolLM2-135M: GA, NPO and IMU"}
+
+
+def add_bench_command(subparsers) -> None:
+    import importlib
+
+    p = subparsers.add_parser("bench", help="reproduce a study: results, tables and plots in a folder")
+    studies = p.add_subparsers(title="studies", metavar="STUDY")
+    for name, summary in STUDIES.items():
+        sp = studies.add_parser(name, help=summary, description=summary)
+        try:
+            module = importlib.import_module(f"imu_fast.studies.{name}")
+        except ImportError as exc:  # keep every other command usable
+            sp.set_defaults(run=lambda args, exc=exc, name=name: _study_unavailable(name, exc))
+            continue
+        module.add_arguments(sp)
+        sp.set_defaults(run=module.run)
+
+
+def _study_unavailable(name: str, exc: ImportError) -> int:
+    print(f"imu-fast bench {name} is unavailable: {exc}", file=sys.stderr)
+    return 2
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS = (add_demo_command, add_backends_command, add_bench_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
