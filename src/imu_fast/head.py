@@ -55,28 +55,39 @@ def capture(module: nn.Module):
         handle.remove()
 
 
-def find_head(model: nn.Module, x: torch.Tensor) -> nn.Module:
-    """The ``nn.Linear`` (or subclass) whose output is the model's logits, found on one batch."""
+def find_head_and_features(model: nn.Module, x: torch.Tensor) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """``(head, head input, logits)`` from one forward pass: the head is the ``nn.Linear`` (or
+    subclass) whose output is the model's logits. The pass's features are returned so that the
+    caller need not run the batch again."""
     linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not linears:
         raise ValueError("the model has no nn.Linear layer to act as the classifier head; pass head=<module>")
-    outputs: dict[int, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda mod, a, out, i=i: outputs.__setitem__(i, out)) for i, m in enumerate(linears)]
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def record(i):
+        return lambda mod, args, out: seen.__setitem__(i, (args[0], out))
+
+    handles = [m.register_forward_hook(record(i)) for i, m in enumerate(linears)]
     try:
         with torch.no_grad():
             logits = logits_of(model(x))
     finally:
         for h in handles:
             h.remove()
-    hits = [linears[i] for i, out in outputs.items() if out is logits]
+    hits = [i for i, (_, out) in seen.items() if out is logits]
     if len(hits) == 1:
-        return hits[0]
+        return linears[hits[0]], seen[hits[0]][0], logits
     names = [module_name(model, m) for m in linears]
     raise ValueError(
         "could not identify the classifier head: no nn.Linear produces the model's output directly "
         f"(linear layers: {names[-5:]}). The fast path needs logits = head(features); pass head=<module> "
         "naming that layer, and make the model return its output unchanged"
     )
+
+
+def find_head(model: nn.Module, x: torch.Tensor) -> nn.Module:
+    """The ``nn.Linear`` whose output is the model's logits, found on one batch."""
+    return find_head_and_features(model, x)[0]
 
 
 def check_head(head: nn.Module) -> None:

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .backends import resolve_backend
 from .forget_data import check_finite, check_labels, forget_size, iterate_batches, model_device, ordered_loader
-from .head import capture, check_head, find_head, logits_of, module_name
+from .head import capture, check_head, find_head_and_features, logits_of, module_name
 from .modes import preserved_modes
 from .ops import head_influence, head_moments
 
@@ -55,16 +55,21 @@ def compute_dtype(head: nn.Linear, dtype: torch.dtype | None) -> torch.dtype:
 
 
 def head_features(model: nn.Module, head: nn.Linear, x: torch.Tensor, y: torch.Tensor, start: int,
-                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(E, H)`` for one batch: softmax residuals and head inputs, validated, in ``dtype``."""
-    with capture(head) as rec, torch.no_grad():
-        logits = logits_of(model(x))
-    if rec.outputs is not logits:
-        raise ValueError(
-            f"the head {type(head).__name__} did not produce the model's output; the fast path needs "
-            "logits = head(features) returned unchanged"
-        )
-    h = rec.inputs
+                  dtype: torch.dtype, seen: tuple[torch.Tensor, torch.Tensor] | None = None,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(E, H)`` for one batch: softmax residuals and head inputs, validated, in ``dtype``.
+    ``seen`` = (head input, logits) of a forward pass already run on this batch."""
+    if seen is None:
+        with capture(head) as rec, torch.no_grad():
+            logits = logits_of(model(x))
+        if rec.outputs is not logits:
+            raise ValueError(
+                f"the head {type(head).__name__} did not produce the model's output; the fast path needs "
+                "logits = head(features) returned unchanged"
+            )
+        h = rec.inputs
+    else:
+        h, logits = seen
     if h.dim() != 2:
         raise ValueError(
             f"the head's input has shape {tuple(h.shape)}; the head path needs one feature vector per sample "
@@ -160,14 +165,15 @@ def influence_scores(
         cached_bytes, n = 0, 0
         grad_sum = fisher_sum = None
         for start, x, y in batches:
-            if head is None:
-                head = find_head(model, x)
+            seen = None
+            if head is None:  # found on the first batch, whose features are kept, not recomputed
+                head, *seen = find_head_and_features(model, x)
             if grad_sum is None:
                 check_head(head)
                 bias = head.bias is not None
                 dtype = compute_dtype(head, dtype)
                 name = module_name(model, head)
-            e, h = head_features(model, head, x, y, start, dtype)
+            e, h = head_features(model, head, x, y, start, dtype, seen)
             g, f = head_moments(e, h, bias, backend=backend)
             grad_sum = g if grad_sum is None else grad_sum + g
             fisher_sum = f if fisher_sum is None else fisher_sum + f
