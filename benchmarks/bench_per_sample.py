@@ -5,7 +5,8 @@ the authors'-style batch-of-one loop, on a small GPT-style decoder (and a small 
     python benchmarks/bench_per_sample.py --only norms --seq-lens 8 128 512
     python benchmarks/bench_per_sample.py --json benchmarks/results/per_sample_cpu.json
 
-Sections (each prints a table with median seconds, the ratio to imu_fast and extra peak MiB):
+Sections (each prints a table of median wall and CPU seconds, their ratios to imu_fast, and the
+extra peak resident memory; providers are timed round-robin so machine load hits all alike):
   norms      per-sample gradient norms of the blocks' linear layers
   fisher     the Fisher diagonal of the same parameters
   influence  influence over the q/k/v/o weights of two layers vs the authors'-style loop
@@ -30,7 +31,7 @@ from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from measure import extra_peak_mib, median_seconds, table  # noqa: E402
+from measure import extra_peak_mib, interleaved_medians, table  # noqa: E402
 from tiny_gpt import TinyGPT, block_linear_names, sequence_losses  # noqa: E402
 
 import imu_fast  # noqa: E402
@@ -143,21 +144,29 @@ def imu_influence(model, loss_fn, data, names, batch_size):
 
 
 def run_rows(entries, repeats):
-    rows = []
-    reference = None
+    """Builds every provider, times them round-robin, then measures each one's extra peak memory."""
+    fns, notes = {}, {}
     for label, build in entries:
         try:
-            fn = build()
-            seconds = median_seconds(fn, repeats=repeats)
-            mib = extra_peak_mib(fn)
+            fns[label] = build()
+            fns[label]()  # fail here, not in the middle of the timing rounds
         except ImportError as exc:
-            rows.append({"provider": label, "note": f"skipped: {exc.name} not installed"})
-            continue
+            notes[label] = f"skipped: {exc.name} not installed"
+            fns.pop(label, None)
         except Exception as exc:  # an anchor that cannot handle this model: say so, keep going
-            rows.append({"provider": label, "note": f"failed: {type(exc).__name__}: {str(exc)[:80]}"})
+            notes[label] = f"failed: {type(exc).__name__}: {str(exc)[:80]}"
+            fns.pop(label, None)
+    times = interleaved_medians(fns, repeats=repeats)
+    reference = next(iter(times.values()), None)
+    rows = []
+    for label, _ in entries:
+        if label in notes:
+            rows.append({"provider": label, "note": notes[label]})
             continue
-        reference = reference or seconds
-        rows.append({"provider": label, "seconds": seconds, "x imu_fast": seconds / reference, "extra MiB": mib})
+        t = times[label]
+        rows.append({"provider": label, "seconds": t["seconds"], "x imu_fast": t["seconds"] / reference["seconds"],
+                     "cpu seconds": t["cpu_seconds"], "cpu x imu_fast": t["cpu_seconds"] / reference["cpu_seconds"],
+                     "extra MiB": extra_peak_mib(fns[label])})
     return rows
 
 
@@ -295,7 +304,8 @@ def main(argv=None):
         results[name] = SECTIONS[name](args)
         for case, rows in results[name].items():
             print(f"\n## {name}: {case}")
-            print(table(rows, ["provider", "seconds", "x imu_fast", "extra MiB", "note"]))
+            print(table(rows, ["provider", "seconds", "x imu_fast", "cpu seconds", "cpu x imu_fast", "extra MiB",
+                               "note"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=1))

@@ -46,6 +46,25 @@ def extra_peak_mib(fn) -> float:
     return max(0, _status_kib("VmHWM") - before) / 1024
 
 
+def interleaved_medians(fns: dict, repeats: int = 3, warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Median wall and CPU seconds of each callable, timed round-robin so that a shared machine's
+    changing load falls on every provider alike. CPU seconds count all threads of the process."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    wall = {name: [] for name in fns}
+    cpu = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            gc.collect()
+            w0, c0 = time.perf_counter(), time.process_time()
+            fn()
+            wall[name].append(time.perf_counter() - w0)
+            cpu[name].append(time.process_time() - c0)
+    return {name: {"seconds": statistics.median(wall[name]), "cpu_seconds": statistics.median(cpu[name])}
+            for name in fns}
+
+
 def median_seconds(fn, repeats: int = 3, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()

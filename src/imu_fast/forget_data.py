@@ -34,6 +34,19 @@ def as_dataset(forget) -> Dataset:
     )
 
 
+def nonempty_dataset(data, what: str) -> Dataset:
+    """The map-style dataset under ``data`` (accepted as a forget set is), refusing an empty one;
+    ``what`` names the set in errors ("forget", "retain", "test")."""
+    try:
+        dataset = as_dataset(data)
+        n = len(dataset)
+    except TypeError as exc:
+        raise TypeError(f"the {what} set: {exc}") from None
+    if n == 0:
+        raise ValueError(f"the {what} set is empty")
+    return dataset
+
+
 def forget_size(forget) -> int | None:
     dataset = as_dataset(forget)
     try:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from .forget_data import as_dataset, model_device
+from .forget_data import model_device, nonempty_dataset
 from .head import logits_of
 from .modes import preserved_modes
 
@@ -33,22 +33,11 @@ METRIC_KEYS = ("UA", "RA", "TA", "MIA")
 SVC_KWARGS = {"C": 3, "gamma": "auto", "kernel": "rbf"}
 
 
-def _dataset(data, what: str) -> Dataset:
-    try:
-        dataset = as_dataset(data)
-        n = len(dataset)
-    except TypeError as exc:
-        raise TypeError(f"the {what} set: {exc}") from None
-    if n == 0:
-        raise ValueError(f"the {what} set is empty")
-    return dataset
-
-
 @torch.no_grad()
 def true_label_scores(model: nn.Module, data, what: str = "evaluation", batch_size: int = 1024
                       ) -> tuple[np.ndarray, np.ndarray]:
     """``(p, correct)`` per sample: softmax probability of the true label, and argmax == label."""
-    dataset = _dataset(data, what)
+    dataset = nonempty_dataset(data, what)
     device = model_device(model)
     probs, correct = [], []
     with preserved_modes(model):
@@ -96,7 +85,7 @@ def _member_count(retain: Dataset, test: Dataset) -> int:
 
 def mia_efficacy(model: nn.Module, forget, retain, test, batch_size: int = 1024) -> float:
     """MIA-Efficacy in percent: the share of D_f an SVM attack calls non-members (see module doc)."""
-    forget, retain, test = _dataset(forget, "forget"), _dataset(retain, "retain"), _dataset(test, "test")
+    forget, retain, test = nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain"), nonempty_dataset(test, "test")
     members = Subset(retain, range(_member_count(retain, test)))
     return mia_from_features(true_label_scores(model, forget, "forget", batch_size)[0],
                              true_label_scores(model, members, "retain", batch_size)[0],
@@ -105,7 +94,7 @@ def mia_efficacy(model: nn.Module, forget, retain, test, batch_size: int = 1024)
 
 def evaluate(model: nn.Module, forget, retain, test, batch_size: int = 1024) -> dict[str, float]:
     """``{"UA", "RA", "TA", "MIA"}`` in percent, with one pass over each set."""
-    forget, retain, test = _dataset(forget, "forget"), _dataset(retain, "retain"), _dataset(test, "test")
+    forget, retain, test = nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain"), nonempty_dataset(test, "test")
     n_members = _member_count(retain, test)
     f_p, f_ok = true_label_scores(model, forget, "forget", batch_size)
     r_p, r_ok = true_label_scores(model, retain, "retain", batch_size)

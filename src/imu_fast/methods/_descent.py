@@ -21,24 +21,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ..config import UnlearnConfig
-from ..forget_data import as_dataset, model_device
+from ..forget_data import model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
-from .common import BatchLosses, IndexedDataset, batch_losses, train_mode
+from .common import BatchLosses, IndexedDataset, batch_losses, start_training, train_mode
 
 Step = Callable[[BatchLosses], "tuple[torch.Tensor, torch.Tensor | None]"]
-
-
-def dataset_of(data, what: str) -> Dataset:
-    """The map-style dataset under ``data`` (as the forget set is accepted), non-empty."""
-    try:
-        dataset = as_dataset(data)
-        n = len(dataset)
-    except TypeError as exc:
-        raise TypeError(f"the {what} set: {exc}") from None
-    if n == 0:
-        raise ValueError(f"the {what} set is empty")
-    return dataset
 
 
 def _has_training_batchnorm(model: nn.Module) -> bool:
@@ -51,12 +39,7 @@ def run_descent(model: nn.Module, dataset: Dataset, params: list[nn.Parameter], 
     device = model_device(model)
     n = len(dataset)
     with preserved_modes(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in params:
-            p.requires_grad_(True)
-        optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizer, generator = start_training(model, params, cfg)
         loader = DataLoader(IndexedDataset(dataset), batch_size=cfg.batch_size, shuffle=True, generator=generator)
         for epoch in range(cfg.epochs):
             objective, forget_ce, batches, forget_batches = 0.0, 0.0, 0, 0

@@ -27,6 +27,17 @@ class IndexedDataset(Dataset):
         return self.dataset[i], i
 
 
+def start_training(model: nn.Module, params: list[nn.Parameter], cfg) -> tuple[torch.optim.Optimizer, torch.Generator]:
+    """Freezes every parameter but ``params`` (callers restore the flags with preserved_modes) and
+    returns the run's SGD optimiser and the seeded generator that shuffles its batches."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in params:
+        p.requires_grad_(True)
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return optimizer, torch.Generator().manual_seed(cfg.seed)
+
+
 def train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
     model.train()
     if freeze_batchnorm:

@@ -16,7 +16,8 @@ from torch import nn
 from ..config import UnlearnConfig
 from ..forget_data import model_device
 from ..report import UnlearnReport
-from ._descent import dataset_of, run_descent
+from ..forget_data import nonempty_dataset
+from ._descent import run_descent
 
 InitFn = Callable[[nn.Module], "nn.Module | None"]
 
@@ -24,8 +25,8 @@ InitFn = Callable[[nn.Module], "nn.Module | None"]
 def _descend_on_retain(model, forget, retain, params, cfg: UnlearnConfig, method: str) -> UnlearnReport:
     if retain is None:
         raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
-    n_forget = len(dataset_of(forget, "forget"))  # its size only; no sample is read
-    dataset = dataset_of(retain, "retain")
+    n_forget = len(nonempty_dataset(forget, "forget"))  # its size only; no sample is read
+    dataset = nonempty_dataset(retain, "retain")
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n_forget, n_kept=0)
 
     def step(out):
@@ -82,6 +83,6 @@ def run_retrain(model: nn.Module, forget, retain, cfg: UnlearnConfig, init_fn: I
     # Bad inputs must fail before the weights are wiped.
     if retain is None:
         raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
-    dataset_of(forget, "forget"), dataset_of(retain, "retain")
+    nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain")
     reinitialise(model, init_fn, cfg.seed)
     return _descend_on_retain(model, forget, retain, list(model.parameters()), cfg, method)

@@ -27,7 +27,8 @@ from ..config import UnlearnConfig
 from ..forget_data import model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
-from ._descent import dataset_of, run_descent
+from ..forget_data import nonempty_dataset
+from ._descent import run_descent
 from .common import IndexedDataset, batch_losses
 
 
@@ -61,7 +62,7 @@ def run_npo(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnCo
     log π_θ(y_i|x_i) is minus the per-sample loss: the cross-entropy for classifiers, or
     ``loss_fn`` (e.g. a sequence's mean token loss for language models).
     """
-    dataset = dataset_of(forget, "forget")
+    dataset = nonempty_dataset(forget, "forget")
     n = len(dataset)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     started = time.perf_counter()

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from ..config import UnlearnConfig
 from ..report import UnlearnReport
-from ._descent import dataset_of, run_descent
+from ..forget_data import nonempty_dataset
+from ._descent import run_descent
 
 
 def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -26,7 +27,7 @@ def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int
 def run_random_labels(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnConfig,
                       method: str = "rl") -> UnlearnReport:
     """Cross-entropy descent on the forget set with each label replaced by a fixed random wrong one."""
-    dataset = dataset_of(forget, "forget")
+    dataset = nonempty_dataset(forget, "forget")
     n = len(dataset)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     offsets: list[torch.Tensor] = []  # drawn at the first batch, once the number of classes is known

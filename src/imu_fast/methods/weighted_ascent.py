@@ -23,7 +23,7 @@ from ..losses import imu_loss
 from ..modes import preserved_modes
 from ..report import UnlearnReport
 from ..weights import dynamic_batch_weights, influence_weights
-from .common import IndexedDataset, batch_losses, train_mode
+from .common import IndexedDataset, batch_losses, start_training, train_mode
 from .influence_params import InfluenceParams
 
 
@@ -76,12 +76,7 @@ def run_weighted_ascent(model: nn.Module, forget, theta: InfluenceParams | None,
     trained = l1_params if cfg.scope == "head" else list(model.parameters())
     bar = tqdm(total=cfg.epochs, desc=method, unit="epoch", disable=not cfg.progress, leave=False)
     with preserved_modes(model):
-        for p in model.parameters():
-            p.requires_grad_(False)
-        for p in trained:
-            p.requires_grad_(True)
-        optimizer = torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-        generator = torch.Generator().manual_seed(cfg.seed)
+        optimizer, generator = start_training(model, trained, cfg)
         weights = None
         for epoch in range(cfg.epochs):
             if weights is None or cfg.refresh == "epoch":
