@@ -12,33 +12,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
-
-
-def _directory(text: str) -> Path:
-    path = Path(text).expanduser()
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} exists and is not a directory")
-    return path
-
-
-def _output_file(text: str) -> Path:
-    path = Path(text).expanduser()
-    if path.is_dir():
-        raise argparse.ArgumentTypeError(f"{path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise argparse.ArgumentTypeError(f"the directory {path.parent} does not exist")
-    return path
+from .argtypes import directory as _directory
+from .argtypes import non_negative_int as _non_negative_int
+from .argtypes import output_file as _output_file
 
 
 # ---------------------------------------------------------------------------------------------

@@ -13,31 +13,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import non_negative_int as _non_negative_int
+from ..argtypes import positive_int as _positive_int
+
 DEFAULT_OUT = "imu_fast_results/vision"
 # (full study, --quick)
 DEFAULT_SEEDS = (3, 1)
 DEFAULT_LRS = (11, 2)
 DEFAULT_REFINE = (6, 2)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
-    return value
 
 
 def _names(choices: tuple[str, ...]):
