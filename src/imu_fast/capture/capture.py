@@ -1,11 +1,11 @@
 """Hooks that record each target layer's inputs A and output gradients B in one batched pass.
 
-Each target layer's output z is handed to the rest of the model as z + anchor, where ``anchor``
-is a zero scalar leaf, and a tensor hook on that sum receives dL/dz = B. One
-``torch.autograd.grad(sum_i l_i, anchor)`` then runs the backward through every target layer
-(every one of them lies on a path to the anchor) without computing any weight gradient. A tensor
-hook fires with the gradient of the value it was registered on, so in-place operations after a
-layer (``ReLU(inplace=True)``) cannot corrupt what we record.
+Each target layer's output z is handed to the rest of the model through ``_Tap``, an identity
+whose backward records dL/dz = B and which also takes ``anchor``, a scalar leaf, as an input.
+One ``torch.autograd.grad(sum_i l_i, anchor)`` then runs the backward through every target layer
+(every tap lies on a path to the anchor) without computing any weight gradient, and the tap
+costs no copy and no reduction. The tap's backward receives the gradient of the value the layer
+produced, so in-place operations after a layer (``ReLU(inplace=True)``) cannot corrupt it.
 
 Gradient terms are handed to ``on_term(name, term)`` as soon as a layer's B arrives (for a layer
 called once per forward), so A and B of one layer can be freed before the next layer's arrive:
@@ -19,6 +19,21 @@ from typing import Callable
 import torch
 
 from .selection import Target
+
+
+class _Tap(torch.autograd.Function):
+    """Identity on ``z`` whose backward hands dL/dz to ``arrived``; ``anchor`` only links it to the
+    tensor the backward is asked for (its gradient, zero, is never used)."""
+
+    @staticmethod
+    def forward(ctx, z, anchor, arrived):
+        ctx.arrived = arrived
+        return z.detach()  # shares z's storage: no copy
+
+    @staticmethod
+    def backward(ctx, grad):
+        ctx.arrived(grad)
+        return grad, grad.new_zeros(()), None
 
 
 class LayerCapture:
@@ -59,12 +74,8 @@ class LayerCapture:
             if not output.requires_grad:
                 return None
             if self.anchor is None:
-                self.anchor = torch.zeros((), dtype=output.dtype, device=output.device, requires_grad=True)
-            # The hook sits on the sum: its node runs on every path to the anchor, and a hook
-            # registered before a later in-place change receives the gradient of the value as it was.
-            tapped = output + self.anchor.to(output.dtype)
-            tapped.register_hook(lambda grad, slot=slot: self._arrived(key, slot, grad))
-            return tapped
+                self.anchor = torch.zeros((), device=output.device, requires_grad=True)
+            return _Tap.apply(output, self.anchor, lambda grad, slot=slot: self._arrived(key, slot, grad))
 
         return hook
 
