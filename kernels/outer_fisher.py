@@ -11,6 +11,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._outer_tile import sample_grad_tile
+
 
 @triton.jit
 def _outer_fisher_kernel(
@@ -22,14 +24,7 @@ def _outer_fisher_kernel(
     acc_dtype = tl.float32 if a_ptr.dtype.element_ty != tl.float64 else tl.float64
     fisher = tl.zeros((BLOCK_O, BLOCK_K), dtype=acc_dtype)
     for i in range(0, N):
-        g = tl.zeros((BLOCK_O, BLOCK_K), dtype=acc_dtype)
-        for t0 in range(0, T, BLOCK_T):
-            ts = t0 + tl.arange(0, BLOCK_T)
-            a = tl.load(a_ptr + i * T * D_IN + ts[:, None] * D_IN + ks[None, :],
-                        mask=(ts[:, None] < T) & (ks[None, :] < D_IN), other=0.0).to(acc_dtype)
-            b = tl.load(b_ptr + i * T * D_OUT + ts[:, None] * D_OUT + os[None, :],
-                        mask=(ts[:, None] < T) & (os[None, :] < D_OUT), other=0.0).to(acc_dtype)
-            g += tl.dot(tl.trans(b), a, input_precision="ieee")
+        g = sample_grad_tile(a_ptr, b_ptr, i, T, D_IN, D_OUT, os, ks, acc_dtype, BLOCK_T, BLOCK_O, BLOCK_K)
         fisher += g * g
     mask = (os[:, None] < D_OUT) & (ks[None, :] < D_IN)
     tl.store(f_ptr + os[:, None] * D_IN + ks[None, :], fisher.to(f_ptr.dtype.element_ty), mask=mask)

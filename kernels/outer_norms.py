@@ -12,6 +12,8 @@ import torch
 import triton
 import triton.language as tl
 
+from ._outer_tile import sample_grad_tile
+
 
 @triton.jit
 def _outer_norms_kernel(
@@ -25,14 +27,7 @@ def _outer_norms_kernel(
         os = o0 + tl.arange(0, BLOCK_O)
         for k0 in range(0, D_IN, BLOCK_K):
             ks = k0 + tl.arange(0, BLOCK_K)
-            g = tl.zeros((BLOCK_O, BLOCK_K), dtype=acc_dtype)
-            for t0 in range(0, T, BLOCK_T):
-                ts = t0 + tl.arange(0, BLOCK_T)
-                a = tl.load(a_ptr + i * T * D_IN + ts[:, None] * D_IN + ks[None, :],
-                            mask=(ts[:, None] < T) & (ks[None, :] < D_IN), other=0.0).to(acc_dtype)
-                b = tl.load(b_ptr + i * T * D_OUT + ts[:, None] * D_OUT + os[None, :],
-                            mask=(ts[:, None] < T) & (os[None, :] < D_OUT), other=0.0).to(acc_dtype)
-                g += tl.dot(tl.trans(b), a, input_precision="ieee")
+            g = sample_grad_tile(a_ptr, b_ptr, i, T, D_IN, D_OUT, os, ks, acc_dtype, BLOCK_T, BLOCK_O, BLOCK_K)
             total += g * g
     tl.store(out_ptr + i, tl.sum(tl.sum(total, axis=1), axis=0).to(out_ptr.dtype.element_ty))
 
