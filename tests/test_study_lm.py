@@ -141,29 +141,35 @@ def test_missing_smollm_package_says_how_to_install(monkeypatch):
 # The comparison
 
 
-def _fake_results(imu_points, ga_points):
+def _fake_results(imu_points, ga_points, seeds=(0,)):
+    """Runs from {lr: (forget acc, retain acc, ppl)} per method, the same in every seed, or from
+    {seed: {lr: ...}}; the fine-tuned model is at 100% / 100% / perplexity 20."""
     runs = []
     for method, label, points in (("ga", "GA", ga_points), ("imu-batch", "IMU (batch)", imu_points)):
-        for lr, (fa, ra, ppl) in points.items():
-            runs.append({"method": method, "label": label, "lr": lr, "seed": 0, "forget_acc": fa, "retain_acc": ra,
-                         "ppl": ppl, "diverged": False, "n_kept": 3, "n_forget": 3})
-    results = {"runs": runs, "reference": [{"name": "fine-tuned", "seed": 0, "forget_acc": 100.0, "retain_acc": 100.0,
-                                            "ppl": 20.0}]}
+        for seed in seeds:
+            for lr, (fa, ra, ppl) in (points[seed] if seed in points and isinstance(points[seed], dict)
+                                      else points).items():
+                runs.append({"method": method, "label": label, "lr": lr, "seed": seed, "forget_acc": fa,
+                             "retain_acc": ra, "ppl": ppl, "diverged": False, "n_kept": 3, "n_forget": 3})
+    reference = [{"name": "fine-tuned", "seed": seed, "forget_acc": 100.0, "retain_acc": 100.0, "ppl": 20.0}
+                 for seed in seeds]
+    results = {"runs": runs, "reference": reference}
     results["comparison"] = lm.compare(results)
     return results
 
 
 def test_comparison_at_matched_forgetting():
-    # GA reaches 0% forget accuracy, IMU only 10%: matched level 10%; GA's best there is lr 0.1.
-    results = _fake_results({0.1: (50.0, 95.0, 21.0), 1.0: (10.0, 90.0, 22.0)},
-                            {0.01: (60.0, 99.0, 20.0), 0.1: (10.0, 70.0, 30.0), 1.0: (0.0, 80.0, None)})
+    # GA: retain falls one for one with forget accuracy; IMU keeps 100% retain down to 50% forget accuracy.
+    results = _fake_results({0.1: (50.0, 100.0, 20.0)}, {0.01: (50.0, 50.0, 40.0), 0.1: (0.0, 0.0, None)})
     (c,) = results["comparison"]
-    assert c["matched_forget_acc"] == 10.0
-    assert c["retain_acc"]["method"] == 90.0 and c["retain_acc"]["baseline"] == 80.0
-    assert c["ppl"]["method"] == 22.0 and c["ppl"]["baseline"] == 30.0  # the overflowed (None) ppl counts as inf
+    (seed,) = c["seeds"]
+    assert seed["range"] == [50.0, 100.0] and seed["n_levels"] == 51
+    # GA's curve runs from (50, 50) to (100, 100): its mean over 50..100 is 75; IMU's is 100
+    assert c["retain_gap"] == pytest.approx(25.0)
+    assert c["ppl_ratio"] == pytest.approx(math.exp(-math.log(2) / 2), rel=1e-6)  # 20 vs a log-linear 40..20
     (line,) = lm.statements(results)
-    assert "Verdict: **yes**" in line and "+10.0 points" in line
-    worse = _fake_results({1.0: (0.0, 50.0, 40.0)}, {1.0: (0.0, 60.0, 30.0)})
+    assert "Verdict: **yes**" in line and "+25.0 points" in line
+    worse = _fake_results({1.0: (0.0, 0.0, 1e9)}, {1.0: (0.0, 50.0, 30.0)})
     assert "Verdict: **no**" in lm.statements(worse)[0]
     same = _fake_results({1.0: (0.0, 60.0, 30.0)}, {1.0: (0.0, 60.0, 30.0)})
     assert "no difference" in lm.statements(same)[0]
@@ -175,18 +181,15 @@ def test_no_verdict_when_a_method_forgets_nothing():
     assert "no matched comparison" in line and "Verdict" not in line
 
 
-def test_comparison_when_both_methods_wreck_the_model():
-    # At the deepest common level (0%) both are wrecked; at 40% IMU still keeps utility, GA does not.
-    results = _fake_results({0.1: (40.0, 90.0, 21.0), 1.0: (0.0, 0.0, 1e9)},
-                            {0.1: (80.0, 99.0, 20.0), 1.0: (0.0, 0.0, None)})
+def test_seeds_are_matched_separately():
+    # Seed 0: both collapse (0/0); seed 1: IMU stays intact at 100% forget accuracy -> only seed 0 matches.
+    results = _fake_results({0: {1.0: (0.0, 0.0, None)}, 1: {1.0: (100.0, 100.0, 20.0)}},
+                            {0: {1.0: (0.0, 0.0, None)}, 1: {1.0: (0.0, 0.0, None)}}, seeds=(0, 1))
     (c,) = results["comparison"]
-    assert c["collapsed"] and c["useful"]["matched_forget_acc"] == 40.0
-    first, second = lm.statements(results)
-    assert "no utility left to compare" in first
-    assert "Verdict: **yes**" in second and "90.0% (lr 0.1) vs 0.0% (lr 1)" in second
+    assert [e["retain_gap"] for e in c["seeds"]] == [0.0, None]
+    assert c["retain_gap"] == 0.0 and c["ppl_ratio"] == pytest.approx(1.0)
     table = lm.frontier(results)
-    assert table[0]["GA"]["retain_acc"] == 99.0 and table[-1]["IMU (batch)"]["retain_acc"] == 0.0
-    assert table[2]["IMU (batch)"]["retain_acc"] == 90.0 and table[2]["GA"]["retain_acc"] == 0.0
+    assert table[0]["GA"]["retain_acc"] == 0.0 and table[0]["IMU (batch)"]["retain_acc"] == 50.0
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,6 +29,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .lm_model import FinetuneSettings
 
 DEFAULT_OUT = Path("imu_fast_results/lm")
 
@@ -65,6 +69,12 @@ def default_methods(lrs: dict[str, tuple[float, ...]]) -> tuple[MethodSpec, ...]
     )
 
 
+def _finetune_settings(**kw):
+    from .lm_model import FinetuneSettings
+
+    return FinetuneSettings(**kw)
+
+
 @dataclass(frozen=True)
 class StudySettings:
     mode: str = "full"  # full | quick | tiny
@@ -76,7 +86,7 @@ class StudySettings:
     seeds: tuple[int, ...] = (0, 1)  # forget-set draws (and shuffling of the unlearning runs)
     ppl_chunks: int = 16
     ppl_chunk_len: int = 128
-    finetune: "FinetuneSettings" = None  # type: ignore[assignment]
+    finetune: FinetuneSettings = field(default_factory=_finetune_settings)
     unlearn_epochs: int = 5
     unlearn_batch: int = 8
     imu_layers: tuple[int, ...] | None = None  # None: a quarter, half and three quarters of the depth
@@ -87,12 +97,6 @@ class StudySettings:
         d = dataclasses.asdict(self)
         d["methods"] = [dataclasses.asdict(m) for m in self.methods]
         return d
-
-
-def _finetune_settings(**kw):
-    from .lm_model import FinetuneSettings
-
-    return FinetuneSettings(**kw)
 
 
 def full_settings() -> StudySettings:
@@ -371,70 +375,86 @@ def _best(points: list[dict], level: float, key: str, higher: bool):
     return max(ok, key=lambda p: p[key] if higher else -p[key])
 
 
-COLLAPSED = 1.0  # retain accuracy (%) below which a model is counted as wrecked: no utility left to compare
+PPL_CAP = 1e4  # perplexities above this (wrecked models, or overflowed = null) count as this much
 
 
-def _matched(base: list[dict], points: list[dict], level: float) -> dict:
-    """Best retain accuracy and, separately, best perplexity of each side among points at forget acc <= level."""
-    entry = {"matched_forget_acc": level}
-    for key, higher in (("retain_acc", True), ("ppl", False)):
-        b, m = _best(base, level, key, higher), _best(points, level, key, higher)
-        entry[key] = {"method": m[key] if m else None, "baseline": b[key] if b else None,
-                      "method_lr": m["lr"] if m else None, "baseline_lr": b["lr"] if b else None,
-                      "method_forget_acc": m["forget_acc"] if m else None,
-                      "baseline_forget_acc": b["forget_acc"] if b else None}
-    r, p = entry["retain_acc"], entry["ppl"]
-    entry["keeps_more_retain_acc"] = None if None in (r["method"], r["baseline"]) else r["method"] > r["baseline"]
-    entry["keeps_lower_ppl"] = None if None in (p["method"], p["baseline"]) else p["method"] < p["baseline"]
-    entry["collapsed"] = None if None in (r["method"], r["baseline"]) else max(r["method"], r["baseline"]) < COLLAPSED
-    return entry
+def _curve(points: list[tuple[float, float]]):
+    """``(xs, ys)`` ascending in x, duplicates of x averaged, for ``numpy.interp``."""
+    groups: dict[float, list[float]] = {}
+    for x, y in points:
+        groups.setdefault(x, []).append(y)
+    xs = sorted(groups)
+    return xs, [sum(groups[x]) / len(groups[x]) for x in xs]
 
 
-def compare(results: dict, baseline: str = "ga") -> list[dict]:
-    """IMU variants (and NPO) against GA at matched forgetting.
+def _log_ppl(value) -> float:
+    return math.log(PPL_CAP if value is None or not math.isfinite(value) or value > PPL_CAP else value)
 
-    Matched level tau = the deepest forgetting both methods reach in the sweep: the larger of the two
-    methods' lowest mean forget accuracy. For each method, among its (mean-over-seeds) sweep points
-    with forget accuracy <= tau, the best retain accuracy and, separately, the best perplexity.
-    If at tau both methods have wrecked the model (retain accuracy < 1%), ``useful`` repeats the
-    comparison at the deepest sweep level where at least one of them keeps some retain accuracy.
+
+def compare(results: dict, baseline: str = "ga", step: float = 1.0) -> list[dict]:
+    """Every other method against ``baseline`` at matched forgetting, seed by seed.
+
+    For each seed, each method's runs (one per lr) plus the fine-tuned model (the lr-0 end of every
+    sweep) give a curve of retain accuracy against forget accuracy, linear between neighbouring
+    points. Both curves are read at every forget accuracy from the deepest level *both* reach in
+    that seed up to the fine-tuned model's, in ``step``-point steps, and the differences averaged
+    ("retain_gap", in points; > 0 = the method keeps more). Perplexity likewise, in log space, capped
+    at ``PPL_CAP`` ("ppl_ratio" = geometric mean of method / baseline; < 1 = the method keeps more).
+    Seeds are matched separately because one seed's run can collapse where the other's does not, and
+    averaging a wrecked and an intact model would invent a middle point neither run produced.
     """
-    rows = aggregate(results)
-    by_method: dict[str, list[dict]] = {}
-    for row in rows:
-        by_method.setdefault(row["method"], []).append(row)
-    if baseline not in by_method:
+    import numpy as np
+
+    refs = {r["seed"]: r for r in results["reference"] if r["name"] == "fine-tuned"}
+    runs_by = {}
+    for run in results["runs"]:
+        runs_by.setdefault(run["method"], {}).setdefault(run["seed"], []).append(run)
+    if baseline not in runs_by:
         return []
     out = []
-    base = by_method[baseline]
-    for method, points in by_method.items():
+    for method, by_seed in runs_by.items():
         if method == baseline:
             continue
-        lows = [min((p["forget_acc"] for p in pts if p["forget_acc"] is not None), default=None)
-                for pts in (base, points)]
-        if None in lows:
-            continue
-        tau = max(lows)
-        entry = {"method": method, "label": points[0]["label"], "baseline": baseline,
-                 **_matched(base, points, tau), "useful": None,
-                 "lowest_forget_acc": {"method": lows[1], "baseline": lows[0]}}
-        if entry["collapsed"]:
-            levels = sorted({p["forget_acc"] for p in base + points if p["forget_acc"] is not None and p["forget_acc"] > tau})
-            for level in levels:
-                candidate = _matched(base, points, level)
-                if candidate["collapsed"] is False:
-                    entry["useful"] = candidate
-                    break
-        out.append(entry)
+        label = next(iter(by_seed.values()))[0]["label"]
+        seeds = []
+        for seed, runs in sorted(by_seed.items()):
+            base_runs, ref = runs_by[baseline].get(seed), refs.get(seed)
+            if not base_runs or ref is None:
+                continue
+            entry = {"seed": seed, "fine_tuned_forget_acc": ref["forget_acc"]}
+            lows = [min(r["forget_acc"] for r in rs) for rs in (runs, base_runs)]
+            lo, hi = max(lows), ref["forget_acc"]
+            entry.update(lowest_forget_acc={"method": lows[0], "baseline": lows[1]}, range=[lo, hi])
+            if hi - lo < step:  # one of them never forgot anything: nothing to match
+                entry.update(retain_gap=None, ppl_ratio=None, n_levels=0)
+                seeds.append(entry)
+                continue
+            levels = np.append(np.arange(lo, hi, step), hi)
+            curves = {}
+            for side, rs in (("method", runs), ("baseline", base_runs)):
+                pts = [(r["forget_acc"], r["retain_acc"], _log_ppl(r["ppl"])) for r in rs]
+                pts.append((ref["forget_acc"], ref["retain_acc"], _log_ppl(ref["ppl"])))
+                xr, yr = _curve([(x, y) for x, y, _ in pts])
+                xp, yp = _curve([(x, z) for x, _, z in pts])
+                curves[side] = (np.interp(levels, xr, yr), np.interp(levels, xp, yp))
+            entry.update(retain_gap=float(np.mean(curves["method"][0] - curves["baseline"][0])),
+                         ppl_ratio=float(np.exp(np.mean(curves["method"][1] - curves["baseline"][1]))),
+                         n_levels=len(levels))
+            seeds.append(entry)
+        matched = [e for e in seeds if e["retain_gap"] is not None]
+        out.append({
+            "method": method, "label": label, "baseline": baseline, "seeds": seeds,
+            "retain_gap": _mean([e["retain_gap"] for e in matched]) if matched else None,
+            "ppl_ratio": float(math.exp(_mean([math.log(e["ppl_ratio"]) for e in matched]))) if matched else None,
+        })
     return out
 
 
-def _verdict(retain_gain: float, ppl: float, base_ppl: float) -> str:
-    """Plain words for "does IMU keep more utility": retain accuracy within 0.05 points and perplexity
-    within 1% count as the same."""
-    acc = "better" if retain_gain > 0.05 else "worse" if retain_gain < -0.05 else "same"
-    ratio = ppl / base_ppl if base_ppl and math.isfinite(base_ppl) else (0.0 if math.isfinite(ppl) else 1.0)
-    perp = "better" if ratio < 0.99 else "worse" if ratio > 1.01 else "same"
+def _verdict(retain_gap: float, ppl_ratio: float) -> str:
+    """Plain words for "does IMU keep more utility": retain accuracy within 1 point and perplexity
+    within 3% count as the same."""
+    acc = "better" if retain_gap > 1.0 else "worse" if retain_gap < -1.0 else "same"
+    perp = "better" if ppl_ratio < 0.97 else "worse" if ppl_ratio > 1.03 else "same"
     if {acc, perp} == {"same"}:
         return "**no difference**: the same retain accuracy and perplexity as GA"
     if acc != "worse" and perp != "worse":
@@ -447,42 +467,27 @@ def _verdict(retain_gain: float, ppl: float, base_ppl: float) -> str:
                             else "lower perplexity but lower retain accuracy")
 
 
-def _statement(label: str, c: dict, start: float | None, what: str) -> str:
-    r, p, tau = c["retain_acc"], c["ppl"], c["matched_forget_acc"]
-    depth = f"forget accuracy <= {tau:.1f}%" + (f" (from {start:.1f}% before unlearning)" if start is not None else "")
-    if c["keeps_more_retain_acc"] is None:
-        return f"- {label} vs GA: no matched comparison possible at {depth}."
-    lows = c.get("lowest_forget_acc")
-    if lows and start is not None and tau >= start - 1e-9:
-        who = [name for name, low in ((label, lows["method"]), ("GA", lows["baseline"])) if low >= start - 1e-9]
-        return (f"- {label} vs GA: **no matched comparison**: {' and '.join(who)} never lowered the forget accuracy "
-                f"below the fine-tuned model's {start:.1f}% in this sweep (lowest: {label} {lows['method']:.1f}%, "
-                f"GA {lows['baseline']:.1f}%), so \"keeping more utility\" would only mean forgetting less.")
-    ppl_m, ppl_b = (math.inf if v is None else v for v in (p["method"], p["baseline"]))  # null = overflowed
-    if c["collapsed"]:
-        verdict = (f"**no utility left to compare**: every run of both methods at this depth wrecked the model "
-                   f"(retain accuracy < {COLLAPSED:g}%)")
-    else:
-        verdict = _verdict(r["method"] - r["baseline"], ppl_m, ppl_b)
-    return (f"- {label} vs GA at matched forgetting ({depth}; {what}): "
-            f"retain accuracy {r['method']:.1f}% (lr {r['method_lr']:g}) vs {r['baseline']:.1f}% "
-            f"(lr {r['baseline_lr']:g}), {r['method'] - r['baseline']:+.1f} points; perplexity "
-            f"{_fmt(ppl_m, 2)} (lr {p['method_lr']:g}) vs {_fmt(ppl_b, 2)} (lr {p['baseline_lr']:g}). "
-            f"Verdict: {verdict}.")
-
-
 def statements(results: dict) -> list[str]:
     """Plain sentences from ``compare``: does each IMU variant keep more utility than GA?"""
-    refs = {r["name"]: r for r in reference_rows(results)}
-    start = refs.get("fine-tuned", {}).get("forget_acc")
     lines = []
     for c in results["comparison"]:
         if not c["method"].startswith("imu"):
             continue
-        lines.append(_statement(c["label"], c, start, "the deepest level both reach in the sweep"))
-        if c.get("useful"):
-            lines.append(_statement(c["label"], c["useful"], start,
-                                    "the deepest sweep level at which either method keeps any retain accuracy"))
+        label = c["label"]
+        if c["retain_gap"] is None:
+            lows = "; ".join(f"seed {e['seed']}: {label} {e['lowest_forget_acc']['method']:.1f}%, GA "
+                             f"{e['lowest_forget_acc']['baseline']:.1f}%" for e in c["seeds"])
+            lines.append(f"- {label} vs GA: **no matched comparison**: in no seed did both lower the forget accuracy "
+                         f"below the fine-tuned model's (lowest reached: {lows}); \"keeping more utility\" would "
+                         "only mean forgetting less.")
+            continue
+        ranges = "; ".join(f"seed {e['seed']}: {e['range'][0]:.1f}-{e['range'][1]:.1f}%" if e["retain_gap"] is not None
+                           else f"seed {e['seed']}: not matched" for e in c["seeds"])
+        per_seed = ", ".join(f"{e['retain_gap']:+.1f}" for e in c["seeds"] if e["retain_gap"] is not None)
+        lines.append(
+            f"- {label} vs GA at matched forget accuracy (forget-accuracy range both reach: {ranges}): "
+            f"retain accuracy {c['retain_gap']:+.1f} points vs GA on average (per seed: {per_seed}); perplexity "
+            f"x{c['ppl_ratio']:.2f} of GA's. Verdict: {_verdict(c['retain_gap'], c['ppl_ratio'])}.")
     return lines
 
 
@@ -530,14 +535,19 @@ def markdown_summary(results: dict, command: str | None = None) -> str:
     lines.append(f"Mode: {s['mode']}; study wall time {results['timings']['total']:.0f} s "
                  f"(fine-tuning {'loaded from cache' if results['finetune']['cached'] else 'ran now'}, "
                  f"{results['finetune']['seconds']:.0f} s when it ran); torch {results['environment']['torch']}, "
-                 f"{results['environment']['threads']} threads.")
+                 f"{results['environment']['threads']} thread(s).")
     lines += ["", "## Setup", "",
               f"- Model: {m['name']} ({m['n_params'] / 1e6:.1f} M parameters, {m['n_layers']} decoder layers).",
               f"- Data: {d['trained_people']} invented people x 3 facts = {d['trained_facts']} question/answer pairs, "
               f"e.g. \"{d['examples'][0]}\"; loss and accuracy on the answer tokens only (question labels = -100). "
               f"{d['heldout_people']} other invented people ({d['heldout_facts']} facts) are never trained on.",
               f"- Fine-tuning: AdamW lr {s['finetune']['lr']:g}, {s['finetune']['epochs']} epochs, batch "
-              f"{s['finetune']['batch_size']}, all parameters; answer loss per epoch "
+              f"{s['finetune']['batch_size']}, all parameters"
+              + (" but the (tied) embedding matrix" if s["finetune"]["freeze_embeddings"] else "")
+              + (f", with {s['finetune']['replay_chunks']} chunks x {s['finetune']['replay_len']} tokens of general "
+                 "text replayed per step (the other half of pydoc_data.topics, never measured on)"
+                 if s["finetune"]["replay_chunks"] else "")
+              + "; answer loss per epoch "
               f"{', '.join(f'{x:.3f}' for x in results['finetune']['epoch_losses'])}.",
               f"- Forget set: {100 * s['forget_fraction']:.0f}% of the people ({d['forget_facts']} facts), drawn per seed "
               f"(seeds {', '.join(map(str, s['seeds']))}); retain set = the other trained people's facts.",
@@ -572,6 +582,20 @@ def markdown_summary(results: dict, command: str | None = None) -> str:
                      f"{_fmt(r['retain_acc'], 1, '%')} | {_fmt(r['retain_loss'], 3)} | {_fmt(r['ppl'], 2)} | "
                      f"{_fmt(r['mia_auc'], 3)} | {_fmt(r['influence_seconds'], 1)} | {_fmt(r['update_seconds'], 1)} | "
                      f"{kept} |")
+    seeds = list(s["seeds"])
+    if len(seeds) > 1:
+        lines += ["", "Per seed (forget acc / retain acc / perplexity): a run either stays intact or collapses, "
+                  "and the means above can sit between the two.", "",
+                  "| method | lr | " + " | ".join(f"seed {x}" for x in seeds) + " |",
+                  "|---|---:|" + "---:|" * len(seeds)]
+        cells: dict[tuple, dict] = {}
+        for run in results["runs"]:
+            cells.setdefault((run["label"], run["lr"]), {})[run["seed"]] = run
+        for (label, lr), by_seed in cells.items():
+            row = [f"{_fmt(by_seed[x]['forget_acc'], 1, '%')} / {_fmt(by_seed[x]['retain_acc'], 1, '%')} / "
+                   f"{_fmt(math.inf if by_seed[x]['ppl'] is None else by_seed[x]['ppl'], 1)}"
+                   if x in by_seed else "-" for x in seeds]
+            lines.append(f"| {label} | {lr:g} | " + " | ".join(row) + " |")
     lines += ["", "Influence: time spent computing influence scores (for the batch variant, summed over batches); "
               "update: the unlearning updates (for NPO including its reference log-probabilities). "
               "Facts kept: forget facts with non-zero weight before epoch 0 (the batch variant weighs each batch "
@@ -581,24 +605,27 @@ def markdown_summary(results: dict, command: str | None = None) -> str:
     table = frontier(results)
     if table:
         labels = [k for k in table[0] if k not in ("fraction", "forget_acc_at_most")]
-        lines += ["", "Best utility each method reaches at a given forgetting depth (over its lr sweep, mean over "
-                  "seeds): retain accuracy / perplexity; '-' = no run forgets that much.", "",
+        lines += ["", "For reference, the best utility each method's seed-mean sweep points reach at a given "
+                  "forgetting depth: retain accuracy / perplexity; '-' = no point forgets that much (a seed mean "
+                  "can mix an intact and a collapsed run).", "",
                   "| forget acc at most | " + " | ".join(labels) + " |", "|---:|" + "---:|" * len(labels)]
         for row in table:
             cells = [f"{_fmt(row[label]['retain_acc'], 1, '%')} / {_fmt(row[label]['ppl'], 2)}"
                      if row[label]["retain_acc"] is not None else "-" for label in labels]
             lines.append(f"| {row['forget_acc_at_most']:.1f}% | " + " | ".join(cells) + " |")
-    lines += ["", "Rule: the matched level is the deepest mean forget accuracy both methods reach in their lr "
-              "sweeps; for each method the best retain accuracy (and, separately, the best perplexity) among its "
-              "sweep points at or below that level is compared. Computed from runs.json by "
-              "`imu_fast.studies.lm.compare`.", "",
+    lines += ["", "Rule (`imu_fast.studies.lm.compare`, from runs.json): per seed, each method's runs and the "
+              "fine-tuned model trace retain accuracy (and log perplexity) against forget accuracy, linear between "
+              "neighbouring points; IMU and GA are read at every forget accuracy (1-point steps) from the deepest "
+              "level both reach in that seed up to the fine-tuned model's, and the differences averaged; seeds "
+              f"are then averaged. Perplexities above {PPL_CAP:g} (wrecked models) count as {PPL_CAP:g}. "
+              "Verdict: retain accuracy within 1 point and perplexity within 3% count as the same.", "",
               "Plots: `retain_vs_forget.png` (retain accuracy vs forget accuracy), `ppl_vs_forget.png` "
-              "(perplexity vs forget accuracy); one point per (method, lr), mean over seeds; the star is the "
-              "fine-tuned model before unlearning.", ""]
+              "(perplexity vs forget accuracy); one point per run (method, lr, seed), each seed's sweep joined in "
+              "lr order; the star is the fine-tuned model before unlearning.", ""]
     return "\n".join(lines)
 
 
-PPL_PLOT_CAP = 1e4  # larger perplexities (wrecked models) are drawn at the cap
+PPL_PLOT_CAP = PPL_CAP  # larger perplexities (wrecked models) are drawn at the cap
 
 
 def write_plots(results: dict, out_dir: Path) -> list[Path]:
@@ -608,27 +635,30 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import matplotlib.ticker
 
-    rows = aggregate(results)
     refs = {r["name"]: r for r in reference_rows(results)}
+    runs = results["runs"]
+    labels = list(dict.fromkeys(r["label"] for r in runs))
+    seeds = list(dict.fromkeys(r["seed"] for r in runs))
+    markers = "os^Dv<>"
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     paths = []
     for key, ylabel, name in (("retain_acc", "retain answer accuracy (%)", "retain_vs_forget.png"),
                               ("ppl", "perplexity on pydoc text (lower = better)", "ppl_vs_forget.png")):
-        fig, ax = plt.subplots(figsize=(6.4, 4.6))
-        labels = []
-        for row in rows:
-            if row["label"] not in labels:
-                labels.append(row["label"])
-        for label in labels:
-            pts = [r for r in rows if r["label"] == label and r["forget_acc"] is not None and r[key] is not None]
-            pts.sort(key=lambda r: r["lr"])
-            if not pts:
-                continue
-            ys = [min(p[key], PPL_PLOT_CAP) if key == "ppl" else p[key] for p in pts]
-            ax.plot([p["forget_acc"] for p in pts], ys, marker="o", label=label)
-            for p, y in zip(pts, ys):
-                mark = "" if key != "ppl" or p[key] < PPL_PLOT_CAP else " (off scale)"
-                ax.annotate(f"{p['lr']:g}{mark}", (p["forget_acc"], y), fontsize=7, textcoords="offset points",
-                            xytext=(3, 3))
+        fig, ax = plt.subplots(figsize=(7.0, 5.0))
+        for i, label in enumerate(labels):
+            for j, seed in enumerate(seeds):
+                pts = sorted((r for r in runs if r["label"] == label and r["seed"] == seed), key=lambda r: r["lr"])
+                if not pts:
+                    continue
+                if key == "ppl":  # null = overflowed
+                    ys = [PPL_PLOT_CAP if p["ppl"] is None else min(p["ppl"], PPL_PLOT_CAP) for p in pts]
+                else:
+                    ys = [p[key] for p in pts]
+                ax.plot([p["forget_acc"] for p in pts], ys, marker=markers[j % len(markers)], color=colors[i % len(colors)],
+                        linewidth=1, alpha=0.85, label=f"{label}, seed {seed}" if len(seeds) > 1 else label)
+                for p, y in zip(pts, ys):
+                    ax.annotate(f"{p['lr']:g}", (p["forget_acc"], y), fontsize=6, textcoords="offset points",
+                                xytext=(3, 3), color=colors[i % len(colors)])
         ft = refs.get("fine-tuned")
         if ft and ft.get(key) is not None:
             ax.plot([ft["forget_acc"]], [ft[key]], marker="*", markersize=14, color="black", linestyle="none",
@@ -647,10 +677,11 @@ def write_plots(results: dict, out_dir: Path) -> list[Path]:
                 ax.set_yscale("log")
                 ax.yaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
                 ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        ax.set_title(f"{results['model']['name']}: forgetting {results['data']['forget_facts']} facts "
-                     f"(labels: lr)", fontsize=10)
+        capped = " (perplexity capped at %g)" % PPL_PLOT_CAP if key == "ppl" else ""
+        ax.set_title(f"{results['model']['name']}: forgetting {results['data']['forget_facts']} facts, one point per "
+                     f"run (labels: lr){capped}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
         path = out_dir / name
         fig.savefig(path, dpi=110)

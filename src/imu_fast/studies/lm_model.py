@@ -78,13 +78,17 @@ def load_smollm(progress: bool = False):
 
             config = AutoConfig.from_pretrained(folder, gguf_file=name)
             model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            if not progress:
-                hf_logging.disable_progress_bar()
+            previous = os.environ.get("TQDM_DISABLE")
+            if not progress:  # the reader's own tqdm bar (tqdm >= 4.66 reads TQDM_* settings from the environment)
+                os.environ["TQDM_DISABLE"] = "1"
             try:
                 tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model,
                                                torch_dtype=torch.float32)["tensors"]
             finally:
-                hf_logging.enable_progress_bar()
+                if previous is None:
+                    os.environ.pop("TQDM_DISABLE", None)
+                else:
+                    os.environ["TQDM_DISABLE"] = previous
             result = model.load_state_dict(tensors, strict=False)
             tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
             if set(result.missing_keys) - tied or result.unexpected_keys:
