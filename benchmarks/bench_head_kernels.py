@@ -12,13 +12,15 @@ With pytest-benchmark (the project's pytest config disables benchmarks by defaul
 
 Without pytest-benchmark (a median-of-repeats table with ratios against the reference):
 
-    python benchmarks/bench_head_kernels.py [--repeats 15] [--n 4096] [--d 512] [--classes 10 100 1000]
+    python benchmarks/bench_head_kernels.py [--repeats 15] [--n 4096] [--d 512] [--classes 10 100 1000] [--busy 1]
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import subprocess
+import sys
 import time
 
 import pytest
@@ -101,14 +103,18 @@ def test_head_influence(benchmark, shape, backend):
 
 
 # ------------------------------------------------------------------------------------ plain mode
-def median_seconds(fn, args, repeats: int) -> float:
-    fn(*args)  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+def interleaved_medians(fns: dict, args: tuple, repeats: int) -> dict:
+    """Median seconds of each callable, timed round-robin (one warm-up each) so that a shared
+    machine's changing load falls on every backend alike."""
+    for fn in fns.values():
         fn(*args)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn(*args)
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 def main(argv=None) -> None:
@@ -117,19 +123,29 @@ def main(argv=None) -> None:
     ap.add_argument("--d", type=int, default=D)
     ap.add_argument("--classes", type=int, nargs="+", default=list(CLASSES))
     ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--busy", type=int, default=0,
+                    help="start this many busy-looping processes while timing (a loaded machine)")
     args = ap.parse_args(argv)
     avail = [b for b in BACKENDS if b == "ref" or backends()[b]["available"]]
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; float32, bias column; "
-          f"median of {args.repeats} runs after one warm-up; 'x ref' = ref time / this time (higher is faster)")
-    print(f"{'op':15s} {'shape':18s} {'backend':8s} {'median ms':>10s} {'GFLOP/s':>8s} {'x ref':>7s}")
-    for c in args.classes:
-        e, h, m = make_operands(args.n, c, args.d)
-        shape = f"N{args.n}-C{c}-D{args.d}"
-        for op, make, operands in (("head_moments", moments_fn, (e, h)), ("head_influence", influence_fn, (e, h, m))):
-            t = {b: median_seconds(make(b), operands, args.repeats) for b in avail}
-            fl = flops("moments" if op == "head_moments" else "influence", args.n, c, args.d)
-            for b in avail:
-                print(f"{op:15s} {shape:18s} {b:8s} {t[b] * 1e3:10.3f} {fl / t[b] / 1e9:8.1f} {t['ref'] / t[b]:7.2f}")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
+    try:
+        print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.busy} busy processes; float32, "
+              f"bias column; median of {args.repeats} interleaved runs after one warm-up; 'x ref' = ref time / "
+              "this time (higher is faster)")
+        print(f"{'op':15s} {'shape':18s} {'backend':8s} {'median ms':>10s} {'GFLOP/s':>8s} {'x ref':>7s}")
+        for c in args.classes:
+            e, h, m = make_operands(args.n, c, args.d)
+            shape = f"N{args.n}-C{c}-D{args.d}"
+            for op, make, operands in (("head_moments", moments_fn, (e, h)),
+                                       ("head_influence", influence_fn, (e, h, m))):
+                t = interleaved_medians({b: make(b) for b in avail}, operands, args.repeats)
+                fl = flops("moments" if op == "head_moments" else "influence", args.n, c, args.d)
+                for b in avail:
+                    print(f"{op:15s} {shape:18s} {b:8s} {t[b] * 1e3:10.3f} {fl / t[b] / 1e9:8.1f} "
+                          f"{t['ref'] / t[b]:7.2f}")
+    finally:
+        for p in busy:
+            p.kill()
 
 
 if __name__ == "__main__":

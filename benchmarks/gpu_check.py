@@ -1,12 +1,16 @@
-"""One script for a GPU session: check every GPU kernel against the float64 reference, then time
-it against the memory-bandwidth and arithmetic ceilings and against the torch path.
+"""The one prepared GPU call: check every kernel on every backend against float64 references, then
+time the benchmark shapes beside the anchors and this machine's own ceilings.
 
-    python benchmarks/gpu_check.py --out $OUT            # on an H200 (about 2-4 minutes)
-    python benchmarks/gpu_check.py --dry-run             # on CPU: the same code on tiny shapes
+    python benchmarks/gpu_check.py --out $OUT                 # on the GPU machine (< 5 minutes on an H200)
+    python benchmarks/gpu_check.py --small --in-process       # tiny shapes, one process (compute-sanitizer)
+    python benchmarks/gpu_check.py --dry-run --out /tmp/x     # the same code on CPU (torch, cpu, Triton interpreter)
 
-Writes ``gpu_check.json`` and prints tables. Ceilings default to the H200's published numbers
-(HBM3e 4.8 TB/s; FP32 67 TFLOP/s on CUDA cores, FP64 34 TFLOP/s); the kernels accumulate in
-IEEE float32/float64 (no TF32), so the CUDA-core rates are the right ceilings.
+Each section (one backend's correctness, one backend's timings, ceilings, anchors, launch
+settings) runs in its own subprocess. Every case is written to ``gpu_check.jsonl`` as soon as it
+finishes, after a "start" line: if a CUDA fault kills the process (or leaves its context unusable),
+the case that was running is recorded as a fault and the section resumes after it in a fresh
+process. ``gpu_check.json`` (the summary) is rewritten after every section. Exit status: 0 when the
+CUDA and Triton backends were present and every correctness case passed, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -14,185 +18,236 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import imu_fast  # noqa: E402
-from imu_fast.ops import (  # noqa: E402
-    head_influence,
-    head_influence_ref,
-    head_moments,
-    head_moments_ref,
-    outer_fisher,
-    outer_fisher_ref,
-    outer_norms_sq,
-    outer_norms_sq_ref,
-)
-
-PEAK = {"bandwidth": 4.8e12, torch.float32: 67e12, torch.float64: 34e12}
+FAULT_ENV = "IMU_GPU_CHECK_FAULT"  # a case id at which a worker aborts (tests the isolation)
+MAX_FAULTS = 3  # per section; then the section is given up
 
 
-def rel_err(a, b):
-    a, b = a.double(), b.double()
-    return float((a - b).abs().max() / b.abs().max().clamp_min(1e-300))
+# Seconds each section may take on the GPU, in the order they run (most telling first); a
+# section past its share skips its remaining cases (recorded as skipped). Triton compiles each
+# kernel specialisation once, on first use, which dominates the correctness sections.
+SECTION_BUDGET = {"correct:triton": 75, "correct:cuda": 25, "time:ceilings": 10, "time:triton": 50, "time:cuda": 30,
+                  "time:torch": 20, "time:anchors": 15, "correct:torch": 15, "time:configs": 20}
 
 
-def timed(fn, device, repeats=10):
-    fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        for _ in range(repeats):
-            fn()
-        end.record()
-        torch.cuda.synchronize()
-        return start.elapsed_time(end) / 1e3 / repeats
-    started = time.perf_counter()
-    for _ in range(repeats):
-        fn()
-    return (time.perf_counter() - started) / repeats
+def sections(dry_run: bool, small: bool, backends: list[str]) -> list[str]:
+    wanted = [f"correct:{b}" for b in backends]
+    if not small:
+        wanted += ["time:ceilings", *(f"time:{b}" for b in backends), "time:anchors"]
+        if not dry_run:
+            wanted.append("time:configs")
+    order = list(SECTION_BUDGET)
+    return sorted(wanted, key=lambda s: order.index(s) if s in order else len(order))
 
 
-def gpu_backends(device):
-    table = imu_fast.backends()
-    names = [b for b in ("cuda", "triton", "torch") if table[b]["available"]]
-    return names if device.type == "cuda" else [b for b in names if b == "torch"] + (
-        ["triton"] if table["triton"]["available"] else [])
+def section_cases(section: str, size: str, device):
+    import gpu_check_cases as cases
+    import gpu_check_timing as timing
+
+    kind, _, arg = section.partition(":")
+    if kind == "correct":
+        return cases.correctness_cases(arg, device, size)
+    timing_size = "dry" if size == "dry" else "full"
+    return {"ceilings": lambda: timing.ceiling_cases(device, timing_size),
+            "anchors": lambda: timing.anchor_cases(device, timing_size),
+            "configs": lambda: timing.config_cases(device, timing_size)}.get(
+        arg, lambda: timing.kernel_cases(arg, device, timing_size))()
 
 
-def check_correctness(device, backends, shapes):
-    """Every op, backend and dtype against the float64 reference computed on the same device."""
-    rows = []
-    g = torch.Generator(device="cpu").manual_seed(0)
-    for dtype in (torch.float64, torch.float32):
-        tol = 1e-11 if dtype == torch.float64 else 2e-5
-        for n, c, d in shapes["head"]:
-            e = torch.randn(n, c, generator=g, dtype=torch.float64).to(device)
-            h = torch.randn(n, d, generator=g, dtype=torch.float64).to(device)
-            m = torch.randn(c, d + 1, generator=g, dtype=torch.float64).to(device)
-            ref_g, ref_f = head_moments_ref(e, h, True)
-            ref_i = head_influence_ref(e, h, m, True)
-            for b in backends:
-                got_g, got_f = head_moments(e.to(dtype), h.to(dtype), True, backend=b)
-                got_i = head_influence(e.to(dtype), h.to(dtype), m.to(dtype), True, backend=b)
-                err = max(rel_err(got_g, ref_g), rel_err(got_f, ref_f), rel_err(got_i, ref_i))
-                rows.append({"op": "head", "backend": b, "dtype": str(dtype), "shape": [n, c, d], "rel_err": err,
-                             "ok": err < tol})
-        for n, t, di, do in shapes["outer"]:
-            a = torch.randn(n, t, di, generator=g, dtype=torch.float64).to(device)
-            b_ = torch.randn(n, t, do, generator=g, dtype=torch.float64).to(device)
-            ref_f, ref_n = outer_fisher_ref(a, b_), outer_norms_sq_ref(a, b_)
-            for b in backends:
-                err = max(rel_err(outer_fisher(a.to(dtype), b_.to(dtype), backend=b), ref_f),
-                          rel_err(outer_norms_sq(a.to(dtype), b_.to(dtype), backend=b, route="tiled"), ref_n))
-                rows.append({"op": "outer", "backend": b, "dtype": str(dtype), "shape": [n, t, di, do],
-                             "rel_err": err, "ok": err < tol})
-    return rows
+# ------------------------------------------------------------------------------------- worker
+def run_worker(section: str, size: str, log: Path, done: set[str], deadline: float) -> int:
+    """Runs one section's cases not yet in ``done``, appending a line per event to ``log``."""
+    import torch
+
+    if size == "dry":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    device = torch.device("cuda" if torch.cuda.is_available() and size != "dry" else "cpu")
+    torch.backends.cuda.matmul.allow_tf32 = False  # correctness references and kernels: no TF32 in torch
+    fault_at = os.environ.get(FAULT_ENV)
+    with log.open("a") as out:
+        def emit(record):
+            out.write(json.dumps(record) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+
+        for cid, fn in section_cases(section, size, device):
+            if cid in done:
+                continue
+            if time.time() > deadline:
+                emit({"event": "skipped", "section": section, "id": cid, "why": "time budget spent"})
+                continue
+            emit({"event": "start", "section": section, "id": cid})
+            if cid == fault_at:
+                os.abort()
+            try:
+                row = fn()
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+            except Exception as exc:  # a Python-level failure is a result, not a crash
+                row = {"id": cid, "ok": False, "error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+                if device.type == "cuda" and "CUDA" in str(exc):
+                    emit({**row, "event": "row", "section": section})
+                    return 3  # the context may be poisoned: continue in a fresh process
+            emit({**row, "event": "row", "section": section})
+        emit({"event": "done", "section": section})
+    return 0
 
 
-def time_kernels(device, backends, sizes, repeats):
-    """Seconds, achieved FLOP/s and bandwidth, and the fraction of the binding ceiling."""
-    rows = []
-    dtype = torch.float32
-    n, c, d = sizes["head"]
-    e, h = torch.randn(n, c, device=device), torch.randn(n, d, device=device)
-    m = torch.randn(c, d + 1, device=device)
-    flops = {"head_moments": 4 * n * c * (d + 1), "head_influence": 2 * n * c * (d + 1)}
-    moved = {"head_moments": 4 * (n * c + n * d + 2 * c * (d + 1)), "head_influence": 4 * (n * c + n * d + c * (d + 1))}
-    for b in backends:
-        for op, fn in (("head_moments", lambda: head_moments(e, h, True, backend=b)),
-                       ("head_influence", lambda: head_influence(e, h, m, True, backend=b))):
-            rows.append(_roofline_row(op, b, [n, c, d], timed(fn, device, repeats), flops[op], moved[op], dtype))
-    n, t, di, do = sizes["outer"]
-    a, bb = torch.randn(n, t, di, device=device), torch.randn(n, t, do, device=device)
-    flops_outer = 2 * n * t * di * do
-    moved_outer = 4 * (n * t * (di + do) + di * do)
-    for b in backends:
-        for op, fn in (("outer_fisher", lambda: outer_fisher(a, bb, backend=b)),
-                       ("outer_norms_tiled", lambda: outer_norms_sq(a, bb, backend=b, route="tiled"))):
-            rows.append(_roofline_row(op, b, [n, t, di, do], timed(fn, device, repeats), flops_outer, moved_outer, dtype))
-    return rows
+# ------------------------------------------------------------------------------------- driver
+def read_log(log: Path) -> list[dict]:
+    if not log.exists():
+        return []
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut short by a crash
+            pass
+    return records
 
 
-def _roofline_row(op, backend, shape, seconds, flops, moved, dtype):
-    compute_bound = flops / PEAK[dtype]
-    memory_bound = moved / PEAK["bandwidth"]
-    floor = max(compute_bound, memory_bound)
-    return {"op": op, "backend": backend, "shape": shape, "seconds": seconds, "TFLOP/s": flops / seconds / 1e12,
-            "GB/s": moved / seconds / 1e9, "ceiling": "compute" if compute_bound > memory_bound else "memory",
-            "fraction of ceiling": floor / seconds}
+def run_section(section: str, args, log: Path, deadline: float) -> None:
+    """Runs a section in subprocesses until it is done, resuming after each fault."""
+    for attempt in range(MAX_FAULTS + 1):
+        records = [r for r in read_log(log) if r.get("section") == section]
+        if any(r["event"] == "done" for r in records):
+            return
+        finished = {r["id"] for r in records if r["event"] in ("row", "fault", "skipped")}
+        started = [r["id"] for r in records if r["event"] == "start" and r["id"] not in finished]
+        with log.open("a") as out:
+            for cid in started:  # the previous process died inside this case
+                out.write(json.dumps({"event": "fault", "section": section, "id": cid, "ok": False,
+                                      "error": "the process died in this case (see its output above)"}) + "\n")
+                finished.add(cid)
+        if attempt == MAX_FAULTS:
+            break
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", section, "--size", args.size,
+               "--log", str(log), "--deadline", str(deadline)]
+        remaining = max(10.0, deadline - time.time() + 30)
+        try:
+            rc = subprocess.run(cmd, timeout=remaining).returncode
+        except subprocess.TimeoutExpired:
+            rc = "timeout"
+        if rc == 0:
+            return
+        print(f"[gpu_check] section {section}: worker ended with {rc}; resuming in a fresh process", flush=True)
+    with log.open("a") as out:
+        out.write(json.dumps({"event": "gave-up", "section": section, "ok": False}) + "\n")
 
 
-def time_end_to_end(device, n, repeats):
-    """influence_scores on a CIFAR-shaped ResNet-18 against one plain eval forward pass."""
-    from imu_fast.resnet import resnet18
+def environment(args) -> dict:
+    import torch
 
-    torch.manual_seed(0)
-    model = resnet18(num_classes=10).to(device).eval()
-    x = torch.randn(n, 3, 32, 32, device=device)
-    y = torch.randint(0, 10, (n,), device=device)
+    import imu_fast
 
-    def forward():
-        with torch.no_grad():
-            for i in range(0, n, 256):
-                model(x[i : i + 256])
+    info = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "python": platform.python_version(),
+            "torch": torch.__version__, "command": " ".join(sys.argv), "size": args.size}
+    try:
+        import triton
 
-    rows = []
-    t_forward = timed(forward, device, repeats)
-    for b in ["auto", "torch"]:
-        t = timed(lambda: imu_fast.influence_scores(model, (x, y), batch_size=256, backend=b), device, repeats)
-        rows.append({"case": f"influence_scores backend={b}", "N": n, "seconds": t, "over forward": t / t_forward})
-    rows.append({"case": "eval forward", "N": n, "seconds": t_forward, "over forward": 1.0})
-    return rows
+        info["triton"] = triton.__version__
+    except ImportError:
+        info["triton"] = None
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        info.update(gpu=props.name, capability=list(torch.cuda.get_device_capability(0)), sms=props.multi_processor_count,
+                    memory_gib=round(props.total_memory / 2**30, 1), cuda_runtime_torch=torch.version.cuda)
+    info["backends"] = imu_fast.backends()
+    from imu_fast._native import cuda_archs, native, native_cuda_available
 
-
-def print_rows(title, rows):
-    print(f"\n## {title}")
-    for row in rows:
-        print("  " + "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+    if native_cuda_available():
+        info["extension_cuda"] = {"sass": list(cuda_archs()[0]), "ptx": list(cuda_archs()[1]),
+                                  "runtime": int(native.cuda_runtime_version), "driver": int(native.cuda_driver_version())}
+    return info
 
 
-def main(argv=None):
+def summarize(env: dict, log: Path, problems: list[str]) -> dict:
+    records = read_log(log)
+    rows = [r for r in records if r["event"] in ("row", "fault")]
+    failed = [r for r in rows if r.get("ok") is False]
+    return {"env": env, "problems": problems, "rows": rows,
+            "skipped": [r["id"] for r in records if r["event"] == "skipped"],
+            "gave_up": [r["section"] for r in records if r["event"] == "gave-up"],
+            "passed": sum(1 for r in rows if r.get("ok") is True), "failed": len(failed),
+            "failures": [{"id": r["id"], "error": r.get("error"), "max_rel_err": r.get("max_rel_err")} for r in failed]}
+
+
+def print_table(summary: dict) -> None:
+    timed = [r for r in summary["rows"] if "seconds" in r]
+    if timed:
+        print("\n## timings (median)")
+        for r in timed:
+            rate = f"{r['TFLOP/s']:8.2f} TFLOP/s" if "TFLOP/s" in r else f"{r.get('GB/s', 0):8.1f} GB/s"
+            print(f"  {r['id'][:78]:78s} {r['seconds'] * 1e3:10.3f} ms {rate}")
+    for f in summary["failures"]:
+        print(f"FAILED {f['id']}: {f['error'] or ''} (max rel err {f['max_rel_err']})")
+    for p in summary["problems"]:
+        print(f"PROBLEM {p}")
+    print(f"\n{summary['passed']} passed, {summary['failed']} failed")
+
+
+def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("."), help="folder for gpu_check.json")
-    parser.add_argument("--dry-run", action="store_true", help="tiny shapes on whatever device is present")
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")), help="folder for the results")
+    parser.add_argument("--dry-run", action="store_true", help="CPU only: torch, cpu and Triton-interpreter backends")
+    parser.add_argument("--small", action="store_true", help="tiny correctness cases only (for compute-sanitizer)")
+    parser.add_argument("--in-process", action="store_true", help="no subprocesses (compute-sanitizer, tests)")
+    parser.add_argument("--budget-s", type=float, default=270.0, help="stop starting cases after this many seconds")
+    parser.add_argument("--backends", nargs="+", help="backends to check (default: cuda triton torch; dry run: "
+                                                      "torch cpu triton)")
+    parser.add_argument("--sections", nargs="+", help="run only these sections, e.g. time:triton correct:cuda")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--size", default="full", help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.dry_run else "cpu")
-    backends = gpu_backends(device)
+    if args.worker:
+        done = {r["id"] for r in read_log(args.log)
+                if r.get("section") == args.worker and r["event"] in ("row", "fault", "skipped")}
+        return run_worker(args.worker, args.size, args.log, done, args.deadline)
     if args.dry_run:
-        shapes = {"head": [(5, 3, 7)], "outer": [(2, 5, 7, 3)]}
-        sizes = {"head": (64, 10, 33), "outer": (2, 16, 32, 32)}
-        n_end, repeats = 4, 1
-    else:
-        shapes = {"head": [(1, 1, 1), (37, 10, 513), (1000, 100, 257), (4099, 1000, 512)],
-                  "outer": [(1, 1, 1, 1), (3, 17, 33, 65), (16, 128, 256, 1024), (4, 512, 1024, 256)]}
-        sizes = {"head": (50_000, 1000, 512), "outer": (64, 512, 1024, 1024)}
-        n_end, repeats = 10_000, 10
-    env = {"date": datetime.date.today().isoformat(), "torch": torch.__version__, "device": str(device),
-           "gpu": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor(),
-           "backends": backends, "command": "python benchmarks/gpu_check.py " + " ".join(argv or sys.argv[1:])}
-    print(json.dumps(env))
-    results = {"env": env}
-    started = time.perf_counter()
-    results["correctness"] = check_correctness(device, backends, shapes)
-    print_rows("correctness (float64 reference on the same device)", results["correctness"])
-    results["kernels"] = time_kernels(device, backends, sizes, repeats)
-    print_rows("kernel timings against the roofline", results["kernels"])
-    results["end_to_end"] = time_end_to_end(device, n_end, max(1, repeats // 3))
-    print_rows("ResNet-18 head influence against one eval forward pass", results["end_to_end"])
-    results["wall_seconds"] = time.perf_counter() - started
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # before imu_fast's kernels are first imported
+    args.size = "dry" if args.dry_run else "small" if args.small else "full"
+    backends = args.backends or (["torch", "cpu", "triton"] if args.dry_run else ["cuda", "triton", "torch"])
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(results, indent=1))
-    failed = [r for r in results["correctness"] if not r["ok"]]
-    print(f"\n{len(results['correctness']) - len(failed)} passed, {len(failed)} failed")
-    return 1 if failed else 0
+    log, summary_path = args.out / "gpu_check.jsonl", args.out / "gpu_check.json"
+    log.unlink(missing_ok=True)
+    started = time.time()
+    deadline = started + args.budget_s
+
+    env = environment(args)
+    print(json.dumps({k: v for k, v in env.items() if k != "backends"}), flush=True)
+    problems = []
+    for name in backends:
+        entry = env["backends"].get(name, {"available": False, "reason": "unknown backend"})
+        print(f"backend {name}: {'available' if entry['available'] else 'UNAVAILABLE'} ({entry['reason']})")
+        if not entry["available"]:
+            problems.append(f"backend {name} unavailable: {entry['reason']}")
+    backends = [b for b in backends if env["backends"].get(b, {}).get("available")]
+
+    for section in args.sections or sections(args.dry_run, args.small, backends):
+        t0 = time.time()
+        until = deadline if args.dry_run else min(deadline, t0 + SECTION_BUDGET.get(section, 30))
+        if args.in_process:
+            run_worker(section, args.size, log, set(), until)
+        else:
+            run_section(section, args, log, until)
+        print(f"[gpu_check] {section}: {time.time() - t0:.1f} s", flush=True)
+        summary_path.write_text(json.dumps(summarize(env, log, problems), indent=1))
+    summary = summarize(env, log, problems)
+    summary["wall_seconds"] = time.time() - started
+    summary_path.write_text(json.dumps(summary, indent=1))
+    print_table(summary)
+    return 0 if not problems and summary["failed"] == 0 and not summary["gave_up"] else 1
 
 
 if __name__ == "__main__":

@@ -4,6 +4,9 @@
 ``cpu``    the C++/OpenMP kernels of ``imu_fast._C`` (CPU tensors)
 ``triton`` the Triton kernels in ``imu_fast.kernels`` (CUDA tensors, or CPU under TRITON_INTERPRET=1)
 ``cuda``   the CUDA kernels of ``imu_fast._C`` (CUDA tensors; built when nvcc was found)
+
+Availability of ``cuda`` is decided per device: the extension must hold code for the device's
+compute capability, and the driver must be as new as the CUDA runtime linked into it.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import os
 
 import torch
 
-from ._native import NATIVE_ERROR, native_available, native_cuda_available
+from ._native import NATIVE_ERROR, arch_problem, cuda_archs, driver_problem, native_available, native_cuda_available
 
 BACKENDS = ("torch", "cpu", "triton", "cuda")
+# On a GPU the Triton kernels (tensor cores) come first; the CUDA kernels are FP32 on CUDA cores
+# and stay second until benchmarks/gpu_check.py shows them faster at the benchmark shapes.
+AUTO_ORDER = {"cuda": ("triton", "cuda", "torch"), "cpu": ("cpu", "torch")}
 
 
 def triton_interpreted() -> bool:
@@ -28,8 +34,32 @@ def _triton_installed() -> bool:  # a file-system search: do it once
     return importlib.util.find_spec("triton") is not None
 
 
-def backends() -> dict[str, dict[str, object]]:
-    """Availability of every backend, with the reason when one is missing."""
+@functools.cache
+def _capability(index: int) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def _cuda_entry(device: torch.device | None) -> dict[str, object]:
+    if not native_cuda_available():
+        return {"available": False, "reason": "extension built without CUDA (no nvcc at build time)"}
+    sass, ptx = cuda_archs()
+    built = f"sm_{', sm_'.join(sass)}" + (f" + PTX compute_{', compute_'.join(ptx)}" if ptx else "")
+    if not torch.cuda.is_available():
+        return {"available": False, "reason": f"no CUDA device (extension built for {built})"}
+    problem = driver_problem()
+    if problem is None:
+        index = device.index if device is not None and device.index is not None else torch.cuda.current_device()
+        cap = _capability(index)
+        problem = arch_problem(cap)
+        if problem is None:
+            return {"available": True, "reason": f"CUDA kernels ({built}; device cuda:{index} is sm_{cap[0]}{cap[1]})"}
+    return {"available": False, "reason": problem}
+
+
+def backends(device: torch.device | str | None = None) -> dict[str, dict[str, object]]:
+    """Availability of every backend, with the reason when one is missing. ``device`` (a CUDA
+    device) is the GPU whose compute capability decides ``cuda``; default: the current one."""
+    device = torch.device(device) if device is not None else None
     gpu = torch.cuda.is_available()
     triton_ok = _triton_installed()
     return {
@@ -48,14 +78,7 @@ def backends() -> dict[str, dict[str, object]]:
                 else "no CUDA device (set TRITON_INTERPRET=1 to run on CPU, slowly)"
             ),
         },
-        "cuda": {
-            "available": native_cuda_available() and gpu,
-            "reason": (
-                "CUDA kernels" if native_cuda_available() and gpu
-                else "no CUDA device" if native_cuda_available()
-                else "extension built without CUDA (no nvcc at build time)"
-            ),
-        },
+        "cuda": _cuda_entry(device if device is not None and device.type == "cuda" else None),
     }
 
 
@@ -63,23 +86,19 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``"auto"`` or an explicit name into a backend that can run on ``device``."""
     if backend not in (*BACKENDS, "auto"):
         raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
-    table = backends()
+    device = torch.device(device)
+    table = backends(device)
     if backend == "auto":
-        if device.type == "cuda":
-            order = ("cuda", "triton", "torch")
-        elif device.type == "cpu":
-            order = ("cpu", "torch")
-        else:
-            order = ("torch",)
+        order = AUTO_ORDER.get(device.type, ("torch",))
         return next(name for name in order if table[name]["available"])
     if not table[backend]["available"]:
         raise RuntimeError(f"backend {backend!r} is unavailable: {table[backend]['reason']}")
-    needs = {"cpu": "cpu", "cuda": "cuda"}.get(backend)
-    if backend == "triton":
-        needs = "cpu" if triton_interpreted() and not torch.cuda.is_available() else "cuda"
-    if needs is not None and device.type != needs and not (backend == "triton" and triton_interpreted()):
+    if backend == "cpu" and device.type != "cpu" or backend == "cuda" and device.type != "cuda":
         raise RuntimeError(
-            f"backend {backend!r} runs on {needs} tensors, but the data are on {device}; "
+            f"backend {backend!r} runs on {backend} tensors, but the data are on {device}; "
             f"move the model/data or pick backend='auto'"
         )
+    if backend == "triton" and device.type != "cuda" and not (device.type == "cpu" and triton_interpreted()):
+        raise RuntimeError(f"backend 'triton' runs on CUDA tensors (or CPU ones under TRITON_INTERPRET=1), "
+                           f"but the data are on {device}; pick backend='auto'")
     return backend

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._launch import check_outer_operands, upcast_half
+from ._launch import check_outer_operands, check_same_device, upcast_half
 
 
 def outer_dot_ref(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -22,5 +22,6 @@ def outer_dot(a: torch.Tensor, b: torch.Tensor, m: torch.Tensor) -> torch.Tensor
     check_outer_operands(a, b)
     if tuple(m.shape) != (b.shape[2], a.shape[2]):
         raise ValueError(f"M must have shape (d_out, d_in) = {(b.shape[2], a.shape[2])}, got {tuple(m.shape)}")
+    check_same_device(A=a, B=b, M=m)
     a, b, m = upcast_half(a, b, m)
     return ((b @ m.to(b.dtype)) * a).sum((1, 2))
