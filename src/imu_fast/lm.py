@@ -8,7 +8,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .head import logits_of
+from .errors import BatchPositionsError
+from .model_io import logits_of
 
 IGNORE_INDEX = -100
 
@@ -35,7 +36,7 @@ def causal_lm_losses(model: nn.Module, batch: dict) -> torch.Tensor:
     valid = (shift_labels != IGNORE_INDEX).sum(1)
     empty = (valid == 0).nonzero().flatten()
     if empty.numel():
-        raise ValueError(f"sequences at batch positions {empty[:10].tolist()} have no token to predict (all labels -100)")
+        raise BatchPositionsError("sequences have no token to predict (all labels -100)", empty.tolist())
     return per_token.sum(1) / valid
 
 
