@@ -23,6 +23,7 @@ _EXPORTS = {
     "NothingToUnlearnWarning": "weights",
     "influence_weights": "weights",
     "UnlearnReport": "report",
+    "backends": "dispatch",
     "accuracy_percent": "metrics",
     "avg_gap": "metrics",
     "evaluate": "metrics",
@@ -34,11 +35,7 @@ _EXPORTS = {
     "unlearn": "unlearning",
 }
 
-__all__ = sorted([*_EXPORTS, "backends"])
-
-# TODO(dispatch rename): the module imu_fast.backends shares its name with this function, so the function
-# must be bound after the module is imported.
-from .backends import backends  # noqa: E402
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -7,7 +7,7 @@ from torch import nn
 from .capture.head import check_head, find_head
 from .config import PRESETS, UnlearnConfig
 from .forget_set import ForgetSet, as_forget_set, prepare_classification
-from .methods.common import batchnorm_note, parameter_names, trainable
+from .methods.common import batchnorm_note, parameter_names, restored_on_error, trainable
 from .methods.finetune import InitFn, run_finetune, run_retrain
 from .methods.influence_params import InfluenceParams
 from .methods.npo import run_npo
@@ -100,7 +100,8 @@ def unlearn(
     trainable; parameters the user froze (``requires_grad=False``) are never trained and stay
     bit-identical (``report.left_frozen`` names the selected ones); ``report.trained`` lists what
     was updated and ``report.batchnorm`` how BatchNorm statistics behaved. Train/eval modes,
-    ``requires_grad`` flags and ``.grad`` are restored afterwards.
+    ``requires_grad`` flags and ``.grad`` are restored afterwards; a run that raises (bad data found
+    in a later batch) also puts the weights and buffers back as they were.
     """
     if not isinstance(method, str) or method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
@@ -136,16 +137,17 @@ def unlearn(
         params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
     trained, report.left_frozen = trainable(model, params, method)
     report.trained = parameter_names(model, trained)
-    if method == "retrain":
-        run_retrain(model, retain, cfg, report, init_fn)
-    elif method in WEIGHTED_ASCENT:
-        run_weighted_ascent(model, forget, theta, trained, cfg, report, loss_fn)
-    elif method == "npo":
-        run_npo(model, forget, trained, cfg, report, loss_fn)
-    elif method == "rl":
-        run_random_labels(model, forget, trained, cfg, report)
-    else:
-        run_finetune(model, retain, trained, cfg, report)
+    with restored_on_error(model, trained):
+        if method == "retrain":
+            run_retrain(model, retain, cfg, report, init_fn)
+        elif method in WEIGHTED_ASCENT:
+            run_weighted_ascent(model, forget, theta, trained, cfg, report, loss_fn)
+        elif method == "npo":
+            run_npo(model, forget, trained, cfg, report, loss_fn)
+        elif method == "rl":
+            run_random_labels(model, forget, trained, cfg, report)
+        else:
+            run_finetune(model, retain, trained, cfg, report)
     if forget.size is not None:  # a stream's size is known once it has been read
         report.n_forget = len(forget)
         report.indices = forget.indices.clone()

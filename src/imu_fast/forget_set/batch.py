@@ -25,14 +25,17 @@ class ForgetBatch:
     def size(self) -> int:
         return int(self.indices.numel())
 
-    def name_rows(self, rows) -> str:
-        """``"forget-set indices [..]"`` for batch rows ``rows`` (a bool mask or positions)."""
-        rows = torch.as_tensor(rows)
+    def rows_by_index(self, rows) -> torch.Tensor:
+        """Batch rows ``rows`` (a bool mask or positions), ordered by dataset index."""
+        rows = torch.as_tensor(rows).cpu()
         if rows.dtype == torch.bool:
             rows = rows.nonzero().flatten()
-        rows = rows.cpu()
-        shown = self.indices[rows[:10]].tolist()
-        return f"indices {shown}{' ...' if rows.numel() > 10 else ''}"
+        return rows[torch.argsort(self.indices[rows])]
+
+    def name_rows(self, rows) -> str:
+        """``"indices [..]"``: the dataset indices of batch rows ``rows``, ascending (at most ten)."""
+        rows = self.rows_by_index(rows)
+        return f"indices {self.indices[rows[:10]].tolist()}{' ...' if rows.numel() > 10 else ''}"
 
     def select(self, rows: torch.Tensor) -> "ForgetBatch":
         """The batch restricted to rows ``rows`` (positions within the batch, CPU int64)."""

@@ -170,7 +170,8 @@ class ForgetSet:
             count = number + 1
         if first_pass:
             if start == 0:
-                raise ValueError(f"the {self.what} set is empty (its stream yielded no sample)")
+                raise ValueError(f"the {self.what} set is empty (its stream yielded no sample; a stream that was read "
+                                 "before may be exhausted)")
             self._signatures = seen
             self.indices = torch.arange(start)
         elif count != len(self._signatures):

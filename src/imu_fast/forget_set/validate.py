@@ -82,9 +82,9 @@ def check_labels(labels, batch: ForgetBatch, what: str) -> torch.Tensor:
 def check_label_range(labels: torch.Tensor, num_classes: int, batch: ForgetBatch, what: str) -> None:
     bad = (labels < 0) | (labels >= num_classes)
     if bad.any():
-        bad = bad.cpu()
-        raise ValueError(f"labels out of range [0, {num_classes}) at {what}-set {batch.name_rows(bad)} "
-                         f"(values {labels.cpu()[bad][:10].tolist()})")
+        rows = batch.rows_by_index(bad.cpu())
+        raise ValueError(f"labels out of range [0, {num_classes}) at {what}-set {batch.name_rows(rows)} "
+                         f"(values {labels.cpu()[rows[:10]].tolist()})")
 
 
 def check_features(inputs, model: nn.Module, what: str) -> None:

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .. import checks
-from ..backends import BACKENDS
+from ..dispatch import BACKENDS
 from ..forget_set import as_forget_set
 from .head_route import head_influence_scores
 from .layer_route import layer_influence_scores

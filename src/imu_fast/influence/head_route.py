@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..backends import resolve_backend
+from ..dispatch import resolve_backend
 from ..capture.head import check_head, find_head, head_forward
 from ..forget_set import ForgetBatch, ForgetSet, prepare_classification
 from ..forget_set.validate import check_finite_rows, check_label_range

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..backends import resolve_backend
+from ..dispatch import resolve_backend
 from ..capture import Selection, select_targets
 from ..forget_set import ForgetBatch, ForgetSet
 from ..model_io import model_device

@@ -30,6 +30,8 @@ def influence_scores_ref(model: nn.Module, forget, params: list[torch.Tensor], *
     device = model_device(model)
     with preserved_modes(model), torch.enable_grad():
         model.eval()
+        for p in params:
+            p.requires_grad_(True)  # frozen parameters too (preserved_modes restores the flags)
         fisher, n = None, 0
         for batch in forget.batches(1):
             g = _per_sample_grad(model, params, batch, loss_fn, device)

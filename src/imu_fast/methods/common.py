@@ -50,6 +50,21 @@ def training_scope(model: nn.Module, trained: list[nn.Parameter]):
                 p.grad = grad
 
 
+@contextmanager
+def restored_on_error(model: nn.Module, trained: list[nn.Parameter]):
+    """A run that fails (bad data found in a later batch, an interrupt) leaves the model as it was:
+    the trained parameters and every buffer (BatchNorm statistics) are put back. The copies are
+    kept in CPU memory."""
+    saved = [(t, t.detach().to("cpu", copy=True)) for t in [*trained, *model.buffers()]]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for t, value in saved:
+                t.copy_(value)
+        raise
+
+
 def make_optimizer(trained: list[nn.Parameter], cfg) -> torch.optim.Optimizer:
     return torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 

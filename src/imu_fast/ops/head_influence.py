@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from .._native import native
-from ..backends import resolve_backend
+from ..dispatch import resolve_backend
 from ._launch import check_head_operands, cuda_stream_handle, native_dtype_name
 from .head_moments import _with_bias_column
 

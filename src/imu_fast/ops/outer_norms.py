@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._native import native
-from ..backends import resolve_backend
+from ..dispatch import resolve_backend
 from ._launch import check_outer_operands, cuda_stream_handle, native_dtype_name, sample_chunks, upcast_half
 
 ROUTES = ("auto", "gram", "tiled")

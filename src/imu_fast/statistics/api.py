@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .. import checks
-from ..backends import BACKENDS
+from ..dispatch import BACKENDS
 from ..capture import select_targets
 from ..forget_set import as_forget_set
 from ..modes import preserved_modes
