@@ -136,3 +136,25 @@ def test_mha_with_bias_kv_and_zero_attention_is_exact_for_its_projections():
     got = influence_scores(model, (x, y), targets=names, batch_size=2)
     assert torch.allclose(got.scores, ref, rtol=1e-10, atol=1e-13)
     assert "forward" not in vars(model.attn)  # the capture forward is gone again
+
+
+class OddRMSNorm(nn.Module):
+    """Matched by class name, but normalises as x / (rms(x) + eps), not x / sqrt(mean(x^2) + eps)."""
+
+    def __init__(self, width, eps=0.5):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+        self.eps = eps
+
+    def forward(self, x):
+        return self.weight * x / (x.pow(2).mean(-1, keepdim=True).sqrt() + self.eps)
+
+
+def test_a_norm_matched_by_name_is_checked_against_its_gradient():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 5), OddRMSNorm(5), nn.Linear(5, 3)).double()
+    with torch.no_grad():
+        model[1].weight.uniform_(0.5, 1.5)
+    x, y = data()
+    with pytest.raises(RuntimeError, match="'1.weight' .* do not add up"):
+        per_sample_grad_norms(model, None, (x, y), params=["1.weight"])

@@ -15,10 +15,15 @@ that each sample's share of the gradient stays separate; anything else is refuse
 
 A layer's terms are emitted as soon as the gradients of all its calls have arrived, so A and B of
 one layer can be freed before the next layer's arrive; a parameter used by several layers (tied
-weights) is emitted once all its uses are in, as one combined term. With ``verify`` the backward
-also computes the selected parameters' batch gradients and checks that the terms add up to them:
-a parameter used outside the layers the rules understand (a functional call, a subclass that
-changes ``forward``) is an error instead of a silently wrong statistic.
+weights) is emitted once all its uses are in, as one combined term.
+
+With ``verify`` (worth it on a pass's first batch) the engine checks that it saw every use of
+every selected parameter: the autograd graph must reach each parameter exactly once per captured
+call. Where it does not (a functional call such as ``F.linear(x, layer.weight)``), or where the
+layer's forward is not the one its rule was written for (a subclass that overrides ``forward``, a
+norm matched by class name), the backward also computes those parameters' batch gradients and
+the terms must add up to them; a mismatch is an error instead of a silently wrong statistic.
+The check costs one graph walk, plus weight gradients only for the parameters in doubt.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 
 from .combined import combine_uses
+from .registry import forward_is_the_rules
 from .rules import Call
 from .selection import Selection, Target, check_samples_independent
 
@@ -77,6 +83,9 @@ class CaptureSession:
         self._checks: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self._undo: list[Callable[[], None]] = []
         self._flags: list[tuple[nn.Parameter, bool]] = []
+        self._module_calls: dict[int, int] = {}
+        self._accumulators: dict[str, object] = {}
+        self._doubtful: list[str] = []
 
     def __enter__(self) -> "CaptureSession":
         check_samples_independent(self.model)
@@ -88,6 +97,11 @@ class CaptureSession:
                 p.requires_grad_(True)
             for target in self.selection.targets:
                 self._undo.append(target.rule.install(target.module, self._tap_for(target)))
+                if self.verify:
+                    self._undo.append(target.module.register_forward_pre_hook(self._counter(target)).remove)
+            if self.verify:  # each parameter's gradient accumulator: the node its uses point to
+                self._accumulators = {name: sp.param.view_as(sp.param).grad_fn.next_functions[0][0]
+                                      for name, sp in self.selection.params.items()}
         except BaseException:
             self.__exit__()
             raise
@@ -126,6 +140,35 @@ class CaptureSession:
 
         return tap
 
+    def _counter(self, target: Target):
+        def count(module, args):
+            self._module_calls[id(target)] = self._module_calls.get(id(target), 0) + 1
+
+        return count
+
+    def _in_doubt(self, losses: torch.Tensor) -> list[str]:
+        """Selected parameters whose uses the capture may not have seen in full (see the module doc)."""
+        edges = dict.fromkeys(self._accumulators, 0)
+        by_node = {node: name for name, node in self._accumulators.items()}
+        seen, stack = set(), [losses.grad_fn]
+        while stack:
+            node = stack.pop()
+            if node is None or node in seen:
+                continue
+            seen.add(node)
+            for child, _ in node.next_functions:
+                if child is not None:
+                    if child in by_node:
+                        edges[by_node[child]] += 1
+                    stack.append(child)
+        doubtful = []
+        for name, sp in self.selection.params.items():
+            calls = sum(self._module_calls.get(id(target), 0) for target, _ in sp.uses)
+            trusted = all(forward_is_the_rules(target.module) for target, _ in sp.uses)
+            if edges[name] != calls or not trusted:
+                doubtful.append(name)
+        return doubtful
+
     # -- backward ---------------------------------------------------------------------------------
 
     def _arrived(self, target: Target, call: Call, grad: torch.Tensor) -> None:
@@ -150,7 +193,7 @@ class CaptureSession:
                 self._deliver(name, combine_uses(parts, self.selection.params[name].param.shape))
 
     def _deliver(self, name: str, term) -> None:
-        if self.verify:
+        if name in self._doubtful:
             self._checks[name] = (term.grad_sum().detach(), term.norm_sq(self.backend).clamp_min(0).sqrt().sum())
         self.on_term(name, term)
 
@@ -165,18 +208,20 @@ class CaptureSession:
                              for t, _ in self.selection.params[name].uses})
             raise RuntimeError(f"layers {layers} were not called by the loss function, so parameters {silent} get "
                                "no per-sample gradient; select layers the forward pass uses")
-        params = self.selection.parameters() if self.verify else []
+        if self.verify and losses.requires_grad:
+            self._doubtful = self._in_doubt(losses)
+        params = [self.selection.params[name].param for name in self._doubtful]
         grads = [None] * len(params)
         if self.anchor is not None and losses.requires_grad:
             found = torch.autograd.grad(losses.sum(), [self.anchor, *params], allow_unused=True)
             grads = list(found[1:])
         for key in list(self._calls):  # outputs the loss never reached: their gradients are zero
             self._emit(by_key[key])
-        if self.verify:
-            self._check_sums(grads)
+        self._check_sums(grads)
 
     def _check_sums(self, grads: list) -> None:
-        for (name, sp), grad in zip(self.selection.params.items(), grads):
+        for name, grad in zip(self._doubtful, grads):
+            sp = self.selection.params[name]
             summed, scale = self._checks[name]
             grad = torch.zeros_like(summed) if grad is None else grad.reshape(summed.shape).to(summed.dtype)
             tol = VERIFY_TOLERANCE.get(sp.param.dtype, HALF_TOLERANCE)

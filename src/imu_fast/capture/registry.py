@@ -60,6 +60,17 @@ def find_rule(module: nn.Module) -> LayerRule | None:
     return None
 
 
+def forward_is_the_rules(module: nn.Module) -> bool:
+    """True if ``module`` computes its output with the forward its rule was written for: the
+    registered class's own (False for a subclass that overrides it), or, for a rule matched by
+    predicate, one the rule vouches for with ``fixed_forward = True``."""
+    for cls in type(module).__mro__:
+        if cls in _BY_TYPE:
+            return type(module).forward is cls.forward
+    rule = find_rule(module)
+    return bool(getattr(rule, "fixed_forward", False))
+
+
 def supported_types() -> list[str]:
     names = sorted({t.__name__ for t in _BY_TYPE})
     return names + [rule.name for _, rule in _BY_PREDICATE]

@@ -117,6 +117,7 @@ class HFConv1DRule(_OuterWithBias):
     """GPT-2's Conv1D: y = x @ W + b with W stored as (d_in, d_out)."""
 
     name = "Conv1D (Hugging Face GPT-2)"
+    fixed_forward = True  # transformers' Conv1D is always addmm(bias, x, weight)
 
     def weight_term(self, a, b, module):
         return OuterTerm(b, a, module.weight.shape)  # weight stored (d_in, d_out): g_i = A_i^T B_i
