@@ -121,3 +121,9 @@ def test_head_whose_logits_are_not_its_rows_points_to_targets():
     model = gpt2_lm()
     with pytest.raises(ValueError, match="targets="):
         influence_scores(model, token_sequences(), head=model.lm_head)  # token logits, no class labels
+
+
+def test_attention_targets_name_vit_projections_too():
+    from imu_fast.lm import attention_targets
+
+    assert attention_targets(vit_classifier(), [0]) == [f"vit.layers.0.attention.{p}_proj.weight" for p in "qkvo"]
