@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "imu_fast"
 LAYERS = [
     ("ops", "kernels", "_native", "dispatch", "errors", "model_io", "checks", "modes"),
     ("forget_set",),
-    ("capture",),
+    ("capture", "causal_lm"),
     ("statistics",),
     ("influence",),
     ("weights", "losses", "config", "report"),

@@ -98,10 +98,11 @@ class EmbeddingPlusOuterTerm(_SumOfUses):
     as an output projection (L_i = B_i^T A_i, rows = table rows): the tied LM head.
 
     ||g_i||^2 = ||E_i||^2 + ||L_i||^2 + 2 sum_{v in tokens(i)} E_i[v] . L_i[v], and the Fisher sum
-    gains 2 E_i[v] * L_i[v] on those rows only, with L_i[v] = B_i[:, v]^T A_i."""
+    gains 2 E_i[v] * L_i[v] on those rows only. ``outer`` is any term with ``rows_for(i, ids)``
+    giving L_i[ids] (an OuterTerm, or the chunked cross-entropy head term)."""
 
     embedding: EmbeddingTerm
-    outer: OuterTerm
+    outer: object
     param_shape: torch.Size
 
     @property
@@ -111,7 +112,6 @@ class EmbeddingPlusOuterTerm(_SumOfUses):
     def _cross(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(per-sample cross terms sum_v E_i[v] . L_i[v], rows of sum_i E_i * L_i)."""
         sample, token, rows = self.embedding.rows()
-        b, a = self.outer.b, self.outer.a
         per_sample = rows.new_zeros(self.n)
         fisher_rows = torch.zeros_like(rows)
         counts = torch.bincount(sample, minlength=self.n).tolist()
@@ -120,8 +120,7 @@ class EmbeddingPlusOuterTerm(_SumOfUses):
             if count:
                 ids = token[start:start + count]
                 emb = rows[start:start + count]
-                out_rows = b[i][:, ids].mT.to(rows.dtype) @ a[i].to(rows.dtype)  # L_i[v] for the sample's tokens
-                product = emb * out_rows
+                product = emb * self.outer.rows_for(i, ids).to(rows.dtype)  # E_i[v] * L_i[v], the sample's tokens
                 per_sample[i] = product.sum()
                 fisher_rows[start:start + count] = product
                 start += count
@@ -177,9 +176,10 @@ def combine_uses(parts: list, param_shape: torch.Size):
     merged.extend(p for p in parts if not isinstance(p, (OuterTerm, EmbeddingTerm)))
     if len(merged) == 1:
         return merged[0]
-    if len(merged) == 2 and isinstance(merged[0], OuterTerm) and isinstance(merged[1], EmbeddingTerm):
-        outer, embedding = merged
-        if outer.b.shape[2] == embedding.num_embeddings:
-            return EmbeddingPlusOuterTerm(embedding, outer, param_shape)
+    tables = [p for p in merged if isinstance(p, EmbeddingTerm)]
+    projections = [p for p in merged if hasattr(p, "rows_for")]
+    if len(merged) == 2 and len(tables) == 1 and len(projections) == 1:
+        if projections[0].table_rows == tables[0].num_embeddings:
+            return EmbeddingPlusOuterTerm(tables[0], projections[0], param_shape)
     return DenseSumTerm(merged, param_shape)
 

@@ -24,10 +24,17 @@ layer's forward is not the one its rule was written for (a subclass that overrid
 norm matched by class name), the backward also computes those parameters' batch gradients and
 the terms must add up to them; a mismatch is an error instead of a silently wrong statistic.
 The check costs one graph walk, plus weight gradients only for the parameters in doubt.
+
+A computation that knows a parameter's per-sample gradient better than its layer's rule (the
+chunked linear cross-entropy of a vocabulary-sized LM head, which never forms the logits) takes
+part through the active session: it ``bypass``es the layer, ``expect``s the parameter in its
+forward (taking the anchor as an input) and ``provide``s the term in its backward.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Callable
 
 import torch
@@ -58,6 +65,14 @@ class _Tap(torch.autograd.Function):
         return grad, grad.new_zeros(()), None
 
 
+_ACTIVE: ContextVar["CaptureSession | None"] = ContextVar("imu_fast_capture_session", default=None)
+
+
+def active_session() -> "CaptureSession | None":
+    """The capture session whose forward is running, if any."""
+    return _ACTIVE.get()
+
+
 def _expand_axis(t: torch.Tensor, axis: int, n: int) -> torch.Tensor:
     sizes = list(t.shape)
     sizes[axis] = n
@@ -86,6 +101,11 @@ class CaptureSession:
         self._module_calls: dict[int, int] = {}
         self._accumulators: dict[str, object] = {}
         self._doubtful: list[str] = []
+        self._bypassed: set[int] = set()
+        self._external: dict[str, int] = {}
+        self._names = {id(sp.param): name for name, sp in selection.params.items()}
+        self._token = None
+        self._suspended = False
 
     def __enter__(self) -> "CaptureSession":
         check_samples_independent(self.model)
@@ -105,13 +125,63 @@ class CaptureSession:
         except BaseException:
             self.__exit__()
             raise
+        self._token = _ACTIVE.set(self)
         return self
 
     def __exit__(self, *exc) -> None:
+        if self._token is not None:
+            _ACTIVE.reset(self._token)
+            self._token = None
         while self._undo:
             self._undo.pop()()
         for p, flag in self._flags:
             p.requires_grad_(flag)
+
+    # -- computations that provide their own terms --------------------------------------------
+
+    def _anchor(self, device: torch.device) -> torch.Tensor:
+        if self.anchor is None:
+            self.anchor = torch.zeros((), device=device, requires_grad=True)
+        return self.anchor
+
+    def bypass(self, module: nn.Module) -> None:
+        """``module``'s output this pass is not its real one (its parameters' terms come from elsewhere)."""
+        self._bypassed.add(id(module))
+
+    def expect(self, param: torch.Tensor) -> torch.Tensor | None:
+        """In a forward that will ``provide`` ``param``'s term in its backward: the anchor to take as
+        an input, or None if ``param`` is not selected."""
+        name = self._names.get(id(param))
+        if name is None:
+            return None
+        self._external[name] = self._external.get(name, 0) + 1
+        return self._anchor(param.device)
+
+    def selects_only(self, params) -> bool:
+        """Whether every selected parameter is one of ``params`` (then nothing upstream of the
+        computation that uses them needs a gradient)."""
+        ids = {id(p) for p in params if p is not None}
+        return all(id(sp.param) in ids for sp in self.selection.params.values())
+
+    def wants_gradient(self, param: torch.Tensor) -> bool:
+        """Whether this backward needs ``param``'s batch gradient (to verify its terms)."""
+        return self._names.get(id(param)) in self._doubtful
+
+    @contextmanager
+    def suspended(self):
+        """A forward pass inside that the capture ignores (no taps, no counts, no provisions)."""
+        self._suspended = True
+        token = _ACTIVE.set(None)
+        try:
+            yield
+        finally:
+            _ACTIVE.reset(token)
+            self._suspended = False
+
+    def provide(self, param: torch.Tensor, term) -> None:
+        name = self._names.get(id(param))
+        if name is not None:
+            self._receive(name, term)
 
     # -- forward ----------------------------------------------------------------------------------
 
@@ -123,6 +193,8 @@ class CaptureSession:
             if not isinstance(y, torch.Tensor) or not y.is_floating_point():
                 raise TypeError(f"layer {label}: expected it to return one floating-point tensor, got "
                                 f"{type(y).__name__}")
+            if self._suspended or id(target.module) in self._bypassed:
+                return y
             size = y.shape[batch_axis] if y.dim() > batch_axis else None
             if size != self.n:
                 if size != 1 or x.dim() <= batch_axis or x.shape[batch_axis] != 1:
@@ -131,8 +203,7 @@ class CaptureSession:
                         f"batch axis {batch_axis} is neither {self.n} (one row per sample) nor 1 (shared by every "
                         "sample), so per-sample gradients are undefined for it; select other layers")
                 y, x = _expand_axis(y, batch_axis, self.n), _expand_axis(x, batch_axis, self.n)
-            if self.anchor is None:
-                self.anchor = torch.zeros((), device=y.device, requires_grad=True)
+            self._anchor(y.device)
             call = Call(x.detach().movedim(batch_axis, 0), y.movedim(batch_axis, 0).shape, y.dtype)
             self._calls.setdefault(key, {}).setdefault(piece, []).append(call)
             self._pending[key] = self._pending.get(key, 0) + 1
@@ -142,7 +213,8 @@ class CaptureSession:
 
     def _counter(self, target: Target):
         def count(module, args):
-            self._module_calls[id(target)] = self._module_calls.get(id(target), 0) + 1
+            if not self._suspended:
+                self._module_calls[id(target)] = self._module_calls.get(id(target), 0) + 1
 
         return count
 
@@ -182,15 +254,18 @@ class CaptureSession:
         calls = self._calls.pop(id(target))
         self._pending.pop(id(target), None)
         for local, term in target.rule.terms(target.module, calls, list(target.params)).items():
-            name = target.params[local]
-            if self._expected[name] == 1:
-                self._deliver(name, term)
-                continue
-            parts = self._parts.setdefault(name, [])
-            parts.append(term)
-            if len(parts) == self._expected[name]:
-                del self._parts[name]
-                self._deliver(name, combine_uses(parts, self.selection.params[name].param.shape))
+            self._receive(target.params[local], term)
+
+    def _receive(self, name: str, term) -> None:
+        """One use's term of ``name``; the parameter's term is delivered once every use is in."""
+        if self._expected[name] == 1:
+            self._deliver(name, term)
+            return
+        parts = self._parts.setdefault(name, [])
+        parts.append(term)
+        if len(parts) == self._expected[name]:
+            del self._parts[name]
+            self._deliver(name, combine_uses(parts, self.selection.params[name].param.shape))
 
     def _deliver(self, name: str, term) -> None:
         if name in self._doubtful:
@@ -201,7 +276,8 @@ class CaptureSession:
         """Backpropagates sum_i l_i through every target layer, emitting every selected term."""
         by_key = {id(t): t for t in self.selection.targets}
         for name, sp in self.selection.params.items():
-            self._expected[name] = sum(1 for target, _ in sp.uses if id(target) in self._calls)
+            self._expected[name] = (sum(1 for target, _ in sp.uses if id(target) in self._calls)
+                                    + self._external.get(name, 0))
         silent = [name for name, count in self._expected.items() if count == 0]
         if silent:
             layers = sorted({t.module_name or "(the model)" for name in silent

@@ -34,6 +34,14 @@ class OuterTerm:
     def n(self) -> int:
         return self.a.shape[0]
 
+    @property
+    def table_rows(self) -> int:
+        return self.b.shape[2]
+
+    def rows_for(self, i: int, ids: torch.Tensor) -> torch.Tensor:
+        """Rows ``ids`` of sample i's gradient: B_i[:, ids]^T A_i (len(ids) x cols)."""
+        return self.b[i][:, ids].mT @ self.a[i].to(self.b.dtype)
+
     def _as_matrix(self, m: torch.Tensor) -> torch.Tensor:
         return m.reshape(self.b.shape[2], self.a.shape[2])
 

@@ -8,8 +8,10 @@ from torch import nn
 from .. import checks
 from ..dispatch import BACKENDS
 from ..forget_set import as_forget_set
+from ..causal_lm import output_layer
 from .head_route import head_influence_scores
 from .layer_route import layer_influence_scores
+from .lm_head_route import lm_head_influence_scores
 from .result import InfluenceResult
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of first-pass results kept for the second pass
@@ -39,7 +41,8 @@ def influence_scores(
 
     By default the influence parameters are the classifier head: ``head=None`` finds the
     ``nn.Linear`` whose output holds the model's logits, and the exact closed form needs one forward
-    pass and no backward. ``dtype`` is then the accumulation dtype (default: the head's, at least
+    pass and no backward. ``head=`` a language model's output layer (``lm.lm_head``) does the same
+    for the per-sequence token loss, over vocabulary chunks (never N x T x V logits). ``dtype`` is then the accumulation dtype (default: the head's, at least
     float32). With ``targets`` (parameter names, parameters or modules of supported layers) the
     influence parameters are those instead, and ``loss_fn(model, batch)`` gives the per-sample
     losses (default: cross-entropy on classification batches; ``imu_fast.lm.causal_lm_losses`` for
@@ -60,5 +63,8 @@ def influence_scores(
                                       backend=backend, memory_budget=memory_budget, progress=progress)
     if loss_fn is not None:
         raise ValueError("loss_fn applies to the per-layer path: pass targets= as well")
+    if head is not None and head is output_layer(model):  # a language model's vocabulary projection
+        return lm_head_influence_scores(model, forget, head=head, damping=float(damping), backend=backend,
+                                        memory_budget=memory_budget, progress=progress)
     return head_influence_scores(model, forget, head=head, damping=float(damping), backend=backend, dtype=dtype,
                                  memory_budget=memory_budget, progress=progress)
