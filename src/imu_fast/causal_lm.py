@@ -86,7 +86,7 @@ def causal_lm_losses(model: nn.Module, batch: dict) -> torch.Tensor:
     if head is not None and returns_head_logits(model, head, input_ids, mask):
         session = active_session()
         # When only the output layer is captured, nothing before it needs a graph: keep no activations.
-        frozen_trunk = session is not None and session.selects_only([head.weight, head.bias])
+        frozen_trunk = session is not None and session.selects_only(head)
         with head_bypassed(head) as seen, (torch.no_grad() if frozen_trunk else nullcontext()):
             model(input_ids=input_ids, attention_mask=mask)
         h = seen["h"][:, :-1]

@@ -157,11 +157,10 @@ class CaptureSession:
         self._external[name] = self._external.get(name, 0) + 1
         return self._anchor(param.device)
 
-    def selects_only(self, params) -> bool:
-        """Whether every selected parameter is one of ``params`` (then nothing upstream of the
-        computation that uses them needs a gradient)."""
-        ids = {id(p) for p in params if p is not None}
-        return all(id(sp.param) in ids for sp in self.selection.params.values())
+    def selects_only(self, module: nn.Module) -> bool:
+        """Whether every selected parameter is used by ``module`` alone (then nothing upstream of it
+        needs a gradient; a weight tied to an earlier layer does)."""
+        return all(t.module is module for sp in self.selection.params.values() for t, _ in sp.uses)
 
     def wants_gradient(self, param: torch.Tensor) -> bool:
         """Whether this backward needs ``param``'s batch gradient (to verify its terms)."""
