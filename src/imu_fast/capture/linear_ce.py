@@ -105,16 +105,24 @@ class HeadCETerm:
     def _a(self, e: torch.Tensor) -> torch.Tensor:
         return self.a.to(e.dtype)
 
+    def _rows_filled(self, block) -> torch.Tensor:
+        """(V x k) filled chunk by chunk with ``block(v0, v1, e)`` (no list of blocks, no concatenation)."""
+        out = None
+        for v0, v1, e in self._chunks():
+            rows = block(v0, v1, e)
+            if out is None:
+                out = rows.new_empty(self.table_rows, rows.shape[1])
+            out[v0:v1] = rows
+        return out.reshape(self.param_shape)
+
     def fisher_sum(self, backend: str) -> torch.Tensor:
-        blocks = [outer_fisher(self._a(e), e, backend=backend) for _, _, e in self._chunks()]
-        return torch.cat(blocks).reshape(self.param_shape)
+        return self._rows_filled(lambda v0, v1, e: outer_fisher(self._a(e), e, backend=backend))
 
     def norm_sq(self, backend: str, route: str = "auto") -> torch.Tensor:
         return sum(outer_norms_sq(self._a(e), e, backend=backend, route=route) for _, _, e in self._chunks())
 
     def grad_sum(self) -> torch.Tensor:
-        blocks = [e.reshape(-1, e.shape[2]).T @ self._a(e).reshape(-1, self.a.shape[2]) for _, _, e in self._chunks()]
-        return torch.cat(blocks).reshape(self.param_shape)
+        return self._rows_filled(lambda v0, v1, e: e.reshape(-1, e.shape[2]).T @ self._a(e).reshape(-1, self.a.shape[2]))
 
     def dot(self, m: torch.Tensor) -> torch.Tensor:
         m = m.reshape(self.table_rows, -1)

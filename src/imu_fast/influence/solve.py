@@ -7,9 +7,12 @@ import torch
 
 def damped_ratio(grad_sums: dict[str, torch.Tensor], fisher_sums: dict[str, torch.Tensor], n: int, damping: float
                  ) -> tuple[dict, dict, dict]:
-    """``(M, F, Gbar)`` per parameter: F = sum g^2 / n + damping, Gbar = sum g / n, M = Gbar / F."""
-    fisher = {k: f / n + damping for k, f in fisher_sums.items()}
-    mean_grad = {k: g / n for k, g in grad_sums.items()}
+    """``(M, F, Gbar)`` per parameter: F = sum g^2 / n + damping, Gbar = sum g / n, M = Gbar / F.
+
+    F and Gbar are computed in place of the sums (which are spent), so a vocabulary-sized
+    parameter costs three tensors of its size, not five."""
+    fisher = {k: f.div_(n).add_(damping) for k, f in fisher_sums.items()}
+    mean_grad = {k: g.div_(n) for k, g in grad_sums.items()}
     for name, f in fisher.items():
         if not torch.isfinite(f).all() or (f <= 0).any():
             raise FloatingPointError(f"the Fisher diagonal of {name!r} is not finite and positive; use damping > 0 "

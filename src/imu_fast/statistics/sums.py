@@ -20,7 +20,10 @@ class TermSums:
 
     @staticmethod
     def _add(into: dict, name: str, value: torch.Tensor) -> None:
-        into[name] = value if name not in into else into[name] + value
+        if name not in into:
+            into[name] = value
+        else:
+            into[name].add_(value)  # in place: a vocabulary-sized sum is not copied per batch
 
     def update(self, name: str, term) -> None:
         """Adds one batch's term of parameter ``name``."""
