@@ -36,7 +36,7 @@ import time
 import torch
 
 import imu_fast
-from imu_fast.backends import resolve_backend
+from imu_fast.dispatch import resolve_backend
 from imu_fast.resnet import resnet18
 
 TARGET_FAST_OVER_FORWARD = 1.25

@@ -26,7 +26,7 @@ import time
 import pytest
 import torch
 
-from imu_fast.backends import backends
+from imu_fast.dispatch import backends
 from imu_fast.ops import head_influence, head_influence_ref, head_moments, head_moments_ref
 
 N, D = 4096, 512

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from imu_fast import _native, backends
-from imu_fast.backends import resolve_backend
+from imu_fast.dispatch import resolve_backend
 
 ROOT = Path(__file__).resolve().parent.parent
 

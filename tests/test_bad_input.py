@@ -48,11 +48,31 @@ def test_float_labels_rejected(model):
         influence_scores(model, (x, y.float()))
 
 
-def test_nan_logits_name_the_indices(model):
+def test_nan_inputs_name_the_indices(model):
     x, y = data()
     x[6, 1] = float("nan")
     x[8, 0] = float("inf")
-    with pytest.raises(FloatingPointError, match=r"logits contain NaN or Inf at forget-set indices \[6, 8\]"):
+    with pytest.raises(FloatingPointError, match=r"inputs contain NaN or Inf at forget-set indices \[6, 8\]"):
+        influence_scores(model, (x, y), batch_size=3)
+
+
+class SqrtNet(nn.Module):
+    """Finite inputs, NaN features for samples whose first input is negative."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(x.abs() * x[:, :1].sqrt())
+
+
+def test_nan_logits_name_the_indices():
+    x, y = data()
+    x[:, 0] = x[:, 0].abs()
+    x[4, 0] = -1.0
+    model = SqrtNet()
+    with pytest.raises(FloatingPointError, match=r"logits contain NaN or Inf at forget-set indices \[4\]"):
         influence_scores(model, (x, y), batch_size=3)
 
 
@@ -92,9 +112,9 @@ def test_integer_features(model):
 
 def test_model_and_data_on_different_devices(model):
     x, y = data()
-    with pytest.raises(ValueError, match="the model is on meta but the features are on cpu"):
+    with pytest.raises(ValueError, match="the model is on meta but the forget set's features are on cpu"):
         influence_scores(model.to("meta"), (x, y))
-    with pytest.raises(ValueError, match="the model is on cpu but the features are on meta"):
+    with pytest.raises(ValueError, match="the model is on cpu but the forget set's features are on meta"):
         influence_scores(SmallNet(4, 6, 3), (x.to("meta"), y))
 
 
@@ -104,7 +124,7 @@ def test_batches_must_be_pairs(model):
         influence_scores(model, TensorDataset(x, y, y))
     with pytest.raises(TypeError, match="pair"):
         influence_scores(model, [1, 2, 3])  # a list of samples that are not (x, y) pairs
-    with pytest.raises(TypeError, match="map-style Dataset"):
+    with pytest.raises(TypeError, match="map-style dataset"):
         influence_scores(model, "forget.csv")
 
 
@@ -130,7 +150,7 @@ def test_zero_damping_with_dead_fisher_entries():
         model.body[0].weight.zero_()
         model.body[0].bias.fill_(-1.0)  # ReLU(BN(-1)) can be 0 for every unit
         model.body[1].bias.fill_(-10.0)
-    with pytest.raises(FloatingPointError, match="Fisher diagonal is not finite and positive"):
+    with pytest.raises(FloatingPointError, match="Fisher diagonal of 'fc' is not finite and positive"):
         influence_scores(model, (x, y), damping=0.0)
 
 

@@ -129,5 +129,5 @@ def test_sequences_without_targets_are_named():
     model = tiny_llama()
     sample = padded_sequences(n=2)
     sample[1]["labels"][:] = -100
-    with pytest.raises(ValueError, match=r"batch positions \[1\] have no token"):
+    with pytest.raises(ValueError, match=r"no token to predict \(all labels -100\) at forget-set indices \[1\]"):
         influence_scores(model, sample, targets=attention_targets(model, [0]), loss_fn=causal_lm_losses)

@@ -217,7 +217,7 @@ def test_retain_argument_rules(task):
     assert same_weights(model, before)
     bad = retain[1].clone()
     bad[5] = 10
-    with pytest.raises(ValueError, match=r"labels out of range \[0, 10\) in the retain set at indices \[5\]"):
+    with pytest.raises(ValueError, match=r"labels out of range \[0, 10\) at retain-set indices \[5\]"):
         unlearn(model, forget, method="ft", retain=(retain[0], bad))
 
 

@@ -127,12 +127,21 @@ def test_imu_loss_formula():
         (torch.ones(2, 2), torch.ones(2, 2), "1-D"),
         (torch.ones(3), torch.ones(2), "does not match"),
         (torch.ones(2), torch.tensor([-1.0, 1.0]), "non-negative"),
-        (torch.ones(2), torch.zeros(2), "sum to zero"),
     ],
 )
 def test_imu_loss_bad_input(losses, weights, err):
     with pytest.raises(ValueError, match=err):
         imu_loss(losses, weights)
+
+
+def test_imu_loss_of_a_batch_with_no_kept_sample_is_a_zero_in_the_graph():
+    head = torch.nn.Linear(3, 2)
+    losses = F.cross_entropy(head(torch.randn(4, 3)), torch.tensor([0, 1, 1, 0]), reduction="none")
+    losses = torch.cat([losses[:3], torch.tensor([float("inf")])])  # even an infinite loss of a dropped sample
+    loss = imu_loss(losses, torch.zeros(4), l1_params=head.parameters(), alpha=0.2)
+    assert loss.item() == 0.0 and loss.requires_grad
+    loss.backward()
+    assert torch.equal(head.weight.grad, torch.zeros_like(head.weight))
 
 
 def test_config_validation_and_json():

@@ -1,39 +1,50 @@
-"""imu_fast: influence-guided machine unlearning with fused per-sample statistics kernels."""
+"""imu_fast: influence-guided machine unlearning with fused per-sample statistics kernels.
 
-from .backends import backends
-from .config import GA_BASELINE, IMU_PAPER, IMU_UNIFORM, PRESETS, UnlearnConfig
-from .influence import InfluenceResult, influence_scores
-from .influence_ref import influence_scores_ref
-from .losses import imu_loss
-from .methods.npo import npo_loss
-from .metrics import accuracy_percent, avg_gap, evaluate, mia_efficacy
-from .per_sample import fisher_diagonal, per_sample_grad_norms
-from .report import UnlearnReport
-from .unlearn import unlearn
-from .weights import NothingToUnlearnWarning, influence_weights
+The public names are loaded on first use, so ``import imu_fast`` (and ``imu-fast --help``) does not
+import torch until something that needs it is touched.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "GA_BASELINE",
-    "IMU_PAPER",
-    "IMU_UNIFORM",
-    "PRESETS",
-    "InfluenceResult",
-    "NothingToUnlearnWarning",
-    "UnlearnConfig",
-    "UnlearnReport",
-    "accuracy_percent",
-    "avg_gap",
-    "backends",
-    "evaluate",
-    "fisher_diagonal",
-    "imu_loss",
-    "influence_scores",
-    "influence_scores_ref",
-    "influence_weights",
-    "mia_efficacy",
-    "npo_loss",
-    "per_sample_grad_norms",
-    "unlearn",
-]
+# public name -> the module that defines it
+_EXPORTS = {
+    "GA_BASELINE": "config",
+    "IMU_PAPER": "config",
+    "IMU_UNIFORM": "config",
+    "PRESETS": "config",
+    "UnlearnConfig": "config",
+    "InfluenceResult": "influence",
+    "influence_scores": "influence",
+    "influence_scores_ref": "influence",
+    "NothingToUnlearnWarning": "weights",
+    "influence_weights": "weights",
+    "UnlearnReport": "report",
+    "backends": "dispatch",
+    "accuracy_percent": "metrics",
+    "avg_gap": "metrics",
+    "evaluate": "metrics",
+    "mia_efficacy": "metrics",
+    "fisher_diagonal": "statistics",
+    "per_sample_grad_norms": "statistics",
+    "imu_loss": "losses",
+    "npo_loss": "methods.npo",
+    "unlearn": "unlearning",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'imu_fast' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))

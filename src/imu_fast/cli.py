@@ -26,7 +26,8 @@ def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
         help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining",
-        description="Train a small CNN on scikit-learn's handwritten digits, unlearn a random 10%% of the "
+        # description is printed as written, help is %-formatted: 10% there, 10%% here.
+        description="Train a small CNN on scikit-learn's handwritten digits, unlearn a random 10% of the "
         "training set with GA, IMU and IMU with uniform weights, retrain from scratch on the rest, "
         "and print one comparison table. Trained models are cached, so a rerun is fast.",
     )
@@ -85,6 +86,7 @@ def add_bench_command(subparsers) -> None:
     import importlib
 
     p = subparsers.add_parser("bench", help="reproduce a study: results, tables and plots in a folder")
+    p.set_defaults(run=lambda args: _print_help(p))  # bare `imu-fast bench`: this command's help, not the top's
     studies = p.add_subparsers(title="studies", metavar="STUDY")
     for name, summary in STUDIES.items():
         sp = studies.add_parser(name, help=summary, description=summary)
@@ -95,6 +97,11 @@ def add_bench_command(subparsers) -> None:
             continue
         module.add_arguments(sp)
         sp.set_defaults(run=module.run)
+
+
+def _print_help(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
 
 
 def _study_unavailable(name: str, exc: ImportError) -> int:
@@ -120,8 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
-        parser.print_help(sys.stderr)
-        return 2
+        return _print_help(parser)
     return args.run(args)
 
 

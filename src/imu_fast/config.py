@@ -6,9 +6,12 @@ import dataclasses
 import json
 from dataclasses import dataclass
 
+from . import checks
+
 REFRESH_MODES = ("once", "epoch", "batch")
 WEIGHTINGS = ("influence", "uniform")
 SCOPES = ("head", "all")
+BACKEND_NAMES = ("auto", "torch", "cpu", "triton", "cuda")  # as imu_fast.dispatch.BACKENDS, without importing torch
 
 
 @dataclass(frozen=True)
@@ -34,24 +37,24 @@ class UnlearnConfig:
     progress: bool = False
 
     def __post_init__(self):
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise ValueError(f"UnlearnConfig: {msg}")
-
-        need(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
-        need(self.lr > 0, f"lr must be > 0, got {self.lr}")
-        need(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        need(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
-        need(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
-        need(self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}")
-        need(self.damping >= 0, f"damping must be >= 0, got {self.damping}")
-        need(0 < self.top_fraction <= 1, f"top_fraction must be in (0, 1], got {self.top_fraction}")
-        need(0 <= self.clip_quantile <= 1, f"clip_quantile must be in [0, 1], got {self.clip_quantile}")
-        need(self.refresh in REFRESH_MODES, f"refresh must be one of {REFRESH_MODES}, got {self.refresh!r}")
-        need(self.weighting in WEIGHTINGS, f"weighting must be one of {WEIGHTINGS}, got {self.weighting!r}")
-        need(self.scope in SCOPES, f"scope must be one of {SCOPES}, got {self.scope!r}")
-        need(self.npo_beta > 0, f"npo_beta must be > 0, got {self.npo_beta}")
-        need(not (self.refresh != "once" and self.weighting == "uniform"), "refresh applies to influence weighting only")
+        where = "UnlearnConfig"
+        for name in ("epochs", "batch_size", "seed"):
+            checks.integer(name, getattr(self, name), low=1 if name == "batch_size" else 0, where=where)
+        checks.real("lr", self.lr, low=0, low_open=True, where=where)
+        checks.real("momentum", self.momentum, low=0, high=1, high_open=True, where=where)
+        for name in ("weight_decay", "alpha", "damping"):
+            checks.real(name, getattr(self, name), low=0, where=where)
+        checks.real("top_fraction", self.top_fraction, low=0, high=1, low_open=True, where=where)
+        checks.real("clip_quantile", self.clip_quantile, low=0, high=1, where=where)
+        checks.real("npo_beta", self.npo_beta, low=0, low_open=True, where=where)
+        checks.choice("refresh", self.refresh, REFRESH_MODES, where=where)
+        checks.choice("weighting", self.weighting, WEIGHTINGS, where=where)
+        checks.choice("scope", self.scope, SCOPES, where=where)
+        checks.choice("backend", self.backend, BACKEND_NAMES, where=where)
+        for name in ("freeze_batchnorm", "progress"):
+            checks.flag(name, getattr(self, name), where=where)
+        if self.refresh != "once" and self.weighting == "uniform":
+            raise ValueError(f"{where}: refresh applies to influence weighting only")
 
     def replace(self, **changes) -> "UnlearnConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

@@ -8,9 +8,9 @@
   non-members = the test set (label 0); MIA = 100 × fraction of D_f predicted non-member.
 - Avg. Gap = mean over {UA, RA, TA, MIA} of |value − Retrain's value|.
 
-Data sets are accepted as the forget set is (a map-style Dataset of ``(x, y)``, a DataLoader over
-one, a pair of tensors, a list of samples) and read in their own order, in batches, with the model
-in eval mode (its train/eval flags are restored afterwards). Give them test-time transforms.
+Data sets are accepted in every form the forget set is (read through the same pipeline, so a
+DataLoader's sampler is honoured) and read in ascending index order, in batches, with the model in
+eval mode (its train/eval flags are restored afterwards). Give them test-time transforms.
 """
 
 from __future__ import annotations
@@ -22,10 +22,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
-
-from .forget_data import model_device, nonempty_dataset
-from .head import logits_of
+from .forget_set import as_forget_set, classification_logits, prepare_classification
+from .model_io import model_device
 from .modes import preserved_modes
 
 METRIC_KEYS = ("UA", "RA", "TA", "MIA")
@@ -36,23 +34,19 @@ SVC_KWARGS = {"C": 3, "gamma": "auto", "kernel": "rbf"}
 @torch.no_grad()
 def true_label_scores(model: nn.Module, data, what: str = "evaluation", batch_size: int = 1024
                       ) -> tuple[np.ndarray, np.ndarray]:
-    """``(p, correct)`` per sample: softmax probability of the true label, and argmax == label."""
-    dataset = nonempty_dataset(data, what)
+    """``(p, correct)`` per sample, in ascending dataset-index order: softmax probability of the
+    true label, and argmax == label."""
+    data = as_forget_set(data, batch_size=batch_size, what=what)
     device = model_device(model)
     probs, correct = [], []
     with preserved_modes(model):
         model.eval()
-        for x, y in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            if y.dim() != 1 or y.shape[0] != x.shape[0] or y.is_floating_point() or y.dtype == torch.bool:
-                raise ValueError(f"the {what} set: labels must be one integer class index per sample, "
-                                 f"got shape {tuple(y.shape)} and dtype {y.dtype} for inputs of shape {tuple(x.shape)}")
-            x, y = x.to(device), y.to(device)
-            logits = logits_of(model(x))
-            if ((y < 0) | (y >= logits.shape[1])).any():
-                raise ValueError(f"the {what} set has labels outside [0, {logits.shape[1]})")
+        for batch in data.batches():
+            prepared = prepare_classification(model, batch, device, what)
+            logits = classification_logits(model, prepared, batch, what)
             p = logits.to(torch.promote_types(logits.dtype, torch.float32)).softmax(dim=1)
-            probs.append(p.gather(1, y[:, None]).squeeze(1).cpu().double())
-            correct.append((logits.argmax(dim=1) == y).cpu())
+            probs.append(p.gather(1, prepared.labels[:, None]).squeeze(1).cpu().double())
+            correct.append((logits.argmax(dim=1) == prepared.labels).cpu())
     return torch.cat(probs).numpy(), torch.cat(correct).numpy()
 
 
@@ -76,29 +70,24 @@ def mia_from_features(forget_p: np.ndarray, member_p: np.ndarray, nonmember_p: n
     return 100.0 * float(np.mean(predicted == 0))
 
 
-def _member_count(retain: Dataset, test: Dataset) -> int:
-    if len(retain) < len(test):
+def _member_count(n_retain: int, n_test: int) -> int:
+    if n_retain < n_test:
         raise ValueError(f"MIA needs at least as many retain samples as test samples (the members are the first "
-                         f"|test| = {len(test)} retain samples), got {len(retain)}")
-    return len(test)
+                         f"|test| = {n_test} retain samples), got {n_retain}")
+    return n_test
 
 
 def mia_efficacy(model: nn.Module, forget, retain, test, batch_size: int = 1024) -> float:
     """MIA-Efficacy in percent: the share of D_f an SVM attack calls non-members (see module doc)."""
-    forget, retain, test = nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain"), nonempty_dataset(test, "test")
-    members = Subset(retain, range(_member_count(retain, test)))
-    return mia_from_features(true_label_scores(model, forget, "forget", batch_size)[0],
-                             true_label_scores(model, members, "retain", batch_size)[0],
-                             true_label_scores(model, test, "test", batch_size)[0])
+    return evaluate(model, forget, retain, test, batch_size)["MIA"]
 
 
 def evaluate(model: nn.Module, forget, retain, test, batch_size: int = 1024) -> dict[str, float]:
     """``{"UA", "RA", "TA", "MIA"}`` in percent, with one pass over each set."""
-    forget, retain, test = nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain"), nonempty_dataset(test, "test")
-    n_members = _member_count(retain, test)
     f_p, f_ok = true_label_scores(model, forget, "forget", batch_size)
     r_p, r_ok = true_label_scores(model, retain, "retain", batch_size)
     t_p, t_ok = true_label_scores(model, test, "test", batch_size)
+    n_members = _member_count(len(r_p), len(t_p))
     return {
         "UA": 100.0 - 100.0 * float(f_ok.mean()),
         "RA": 100.0 * float(r_ok.mean()),

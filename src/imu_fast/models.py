@@ -1,7 +1,7 @@
 """A small CNN for the 8x8 digits, how to train it, and how to measure its accuracy.
 
 The network ends in one ``nn.Linear`` whose output ``forward`` returns unchanged: that is how
-``imu_fast`` finds the classifier head whose influence it computes (see ``imu_fast.head``).
+``imu_fast`` finds the classifier head whose influence it computes (see ``imu_fast.capture.head``).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ import warnings
 
 import torch
 
+from . import checks
+
 
 class NothingToUnlearnWarning(UserWarning):
     """Every influence score is >= 0, so the recipe keeps no sample."""
@@ -32,10 +34,8 @@ def influence_weights(scores: torch.Tensor, *, top_fraction: float = 0.1, clip_q
     quantile of the kept weights (linear interpolation, as ``torch.quantile``).
     If no score is negative, warns ``NothingToUnlearnWarning`` and returns all zeros.
     """
-    if not 0 < top_fraction <= 1:
-        raise ValueError(f"top_fraction must be in (0, 1], got {top_fraction}")
-    if not 0 <= clip_quantile <= 1:
-        raise ValueError(f"clip_quantile must be in [0, 1], got {clip_quantile}")
+    checks.real("top_fraction", top_fraction, low=0, high=1, low_open=True)
+    checks.real("clip_quantile", clip_quantile, low=0, high=1)
     scores = _check_scores(scores)
     weights = torch.zeros_like(scores)
     negative = (scores < 0).nonzero().flatten()

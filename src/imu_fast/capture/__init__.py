@@ -1,16 +1,19 @@
-"""Per-layer capture of inputs and output gradients, and the per-sample gradient terms they define."""
+"""Per-layer capture: which layers use the selected parameters, the per-sample gradient terms of
+each (one rule per layer type), and the engine that records them in one forward/backward."""
 
-from .capture import LayerCapture
+from .engine import CaptureSession, capture_terms
 from .registry import find_rule, register, register_if, supported_types
-from .selection import Target, check_samples_independent, select_targets
+from .selection import Selection, Target, check_samples_independent, select_targets
 from .terms import EmbeddingTerm, OuterTerm, VectorTerm
 
 __all__ = [
+    "CaptureSession",
     "EmbeddingTerm",
-    "LayerCapture",
     "OuterTerm",
+    "Selection",
     "Target",
     "VectorTerm",
+    "capture_terms",
     "check_samples_independent",
     "find_rule",
     "register",

@@ -2,7 +2,7 @@
 
 Rules are found through the class hierarchy (so subclasses of nn.Linear work), then by
 predicates for layer types of other libraries that we must not import (e.g. GPT-2's Conv1D).
-Rules register themselves in rules.py, which the package imports explicitly.
+Rules register themselves in rules.py and mha.py, which selection.py imports explicitly.
 """
 
 from __future__ import annotations
@@ -17,11 +17,15 @@ class LayerRule(Protocol):
     name: str
 
     def param_names(self, module: nn.Module) -> list[str]:
-        """Parameters of ``module`` this rule can give per-sample gradients for."""
+        """Parameters of ``module`` this rule gives per-sample gradients for (dotted for a child's)."""
 
-    def terms(self, module: nn.Module, inputs: list[torch.Tensor], grads: list[torch.Tensor],
-              wanted: list[str]) -> dict:
-        """One term per wanted parameter from every call's input and output gradient."""
+    def install(self, module: nn.Module, tap) -> Callable[[], None]:
+        """Makes every call of ``module`` hand its pieces to ``tap(piece, x, y, batch_axis=0)``, which
+        records input ``x`` and returns ``y`` tapped for its gradient; returns the undo function."""
+
+    def terms(self, module: nn.Module, calls: dict, wanted: list[str]) -> dict:
+        """One term per wanted parameter from every call's recorded input and output gradient
+        (``calls``: piece -> list of Call)."""
 
 
 _BY_TYPE: dict[type, LayerRule] = {}
@@ -54,6 +58,17 @@ def find_rule(module: nn.Module) -> LayerRule | None:
         if predicate(module):
             return rule
     return None
+
+
+def forward_is_the_rules(module: nn.Module) -> bool:
+    """True if ``module`` computes its output with the forward its rule was written for: the
+    registered class's own (False for a subclass that overrides it), or, for a rule matched by
+    predicate, one the rule vouches for with ``fixed_forward = True``."""
+    for cls in type(module).__mro__:
+        if cls in _BY_TYPE:
+            return type(module).forward is cls.forward
+    rule = find_rule(module)
+    return bool(getattr(rule, "fixed_forward", False))
 
 
 def supported_types() -> list[str]:

@@ -1,10 +1,13 @@
 """One small rule per layer type: captured (input, output gradient) -> per-sample gradient terms.
 
-Every rule flattens a call's extra axes into a token axis T and concatenates repeated calls of
-the same module along T, since a module applied twice has g_i = sum over both calls.
+Most layers are tapped at their output, with their first input recorded (``OutputRule``). Every
+rule flattens a call's extra axes into a token axis T and concatenates repeated calls of the same
+module along T, since a module applied twice has g_i = sum over both calls.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -12,6 +15,22 @@ from torch.nn import functional as F
 
 from .registry import register, register_if
 from .terms import EmbeddingTerm, OuterTerm, VectorTerm
+
+
+@dataclass
+class Call:
+    """One call of a captured piece: its input and the gradient of its output, both batch-first."""
+
+    x: torch.Tensor
+    out_shape: torch.Size
+    out_dtype: torch.dtype
+    grad: torch.Tensor | None = None
+
+    def output_grad(self) -> torch.Tensor:
+        # An output the loss does not depend on has a zero gradient.
+        if self.grad is None:
+            return torch.zeros(self.out_shape, dtype=self.out_dtype, device=self.x.device)
+        return self.grad
 
 
 def _tokens(x: torch.Tensor, width: int) -> torch.Tensor:
@@ -25,10 +44,34 @@ def _cat_tokens(parts: list[torch.Tensor]) -> torch.Tensor:
     return parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
 
 
-class _OuterWithBias:
-    """Shared shape of Linear-like rules: weight = outer term, bias = summed output gradients."""
+def first_input(args: tuple, kwargs: dict):
+    if args:
+        return args[0]
+    return next(iter(kwargs.values()), None)
 
-    transposed = False
+
+class OutputRule:
+    """Taps the module's output; the recorded input is its first argument."""
+
+    def install(self, module: nn.Module, tap):
+        def hook(module, args, kwargs, output):
+            x = first_input(args, kwargs)
+            if not isinstance(x, torch.Tensor):
+                raise TypeError(f"{type(module).__name__}: expected a tensor as the first input, got {type(x).__name__}")
+            return tap("out", x, output)
+
+        return module.register_forward_hook(hook, with_kwargs=True).remove
+
+    def terms(self, module, calls, wanted):
+        calls = calls["out"]
+        return self.call_terms(module, [c.x for c in calls], [c.output_grad() for c in calls], wanted)
+
+    def call_terms(self, module, inputs, grads, wanted) -> dict:
+        raise NotImplementedError
+
+
+class _OuterWithBias(OutputRule):
+    """Shared shape of Linear-like rules: weight = outer term, bias = summed output gradients."""
 
     def param_names(self, module):
         return [n for n in ("weight", "bias") if getattr(module, n, None) is not None]
@@ -39,12 +82,15 @@ class _OuterWithBias:
     def backprops(self, module, g) -> torch.Tensor:
         raise NotImplementedError
 
-    def terms(self, module, inputs, grads, wanted):
+    def weight_term(self, a: torch.Tensor, b: torch.Tensor, module) -> OuterTerm:
+        return OuterTerm(a, b, module.weight.shape)  # weight stored (d_out, d_in): g_i = B_i^T A_i
+
+    def call_terms(self, module, inputs, grads, wanted):
         a = _cat_tokens([self.activations(module, x) for x in inputs])
         b = _cat_tokens([self.backprops(module, g) for g in grads]).to(a.dtype)
         out = {}
         if "weight" in wanted:
-            out["weight"] = OuterTerm(a, b, module.weight.shape, self.transposed)
+            out["weight"] = self.weight_term(a, b, module)
         if "bias" in wanted:
             out["bias"] = VectorTerm(b.sum(1), module.bias.shape)
         return out
@@ -71,7 +117,10 @@ class HFConv1DRule(_OuterWithBias):
     """GPT-2's Conv1D: y = x @ W + b with W stored as (d_in, d_out)."""
 
     name = "Conv1D (Hugging Face GPT-2)"
-    transposed = True
+    fixed_forward = True  # transformers' Conv1D is always addmm(bias, x, weight)
+
+    def weight_term(self, a, b, module):
+        return OuterTerm(b, a, module.weight.shape)  # weight stored (d_in, d_out): g_i = A_i^T B_i
 
     def activations(self, module, x):
         return _tokens(x, module.weight.shape[0])
@@ -106,13 +155,13 @@ class Conv2dRule(_OuterWithBias):
 
 
 @register(nn.Embedding)
-class EmbeddingRule:
+class EmbeddingRule(OutputRule):
     name = "Embedding"
 
     def param_names(self, module):
         return ["weight"]
 
-    def terms(self, module, inputs, grads, wanted):
+    def call_terms(self, module, inputs, grads, wanted):
         if module.max_norm is not None or module.scale_grad_by_freq:
             raise NotImplementedError("Embedding with max_norm or scale_grad_by_freq is not supported")
         idx = _cat_tokens([x.reshape(x.shape[0], -1) for x in inputs])
@@ -123,7 +172,7 @@ class EmbeddingRule:
         return {"weight": EmbeddingTerm(idx, b, module.num_embeddings, module.weight.shape)}
 
 
-class _ElementwiseAffine:
+class _ElementwiseAffine(OutputRule):
     """y = weight * xhat (+ bias) over the trailing normalised axes: g_i(weight) = sum_t xhat * b."""
 
     def param_names(self, module):
@@ -132,7 +181,7 @@ class _ElementwiseAffine:
     def normalized(self, module, x) -> torch.Tensor:
         raise NotImplementedError
 
-    def terms(self, module, inputs, grads, wanted):
+    def call_terms(self, module, inputs, grads, wanted):
         width = module.weight.numel()
         xhat = _cat_tokens([_tokens(self.normalized(module, x), width) for x in inputs])
         b = _cat_tokens([_tokens(g, width) for g in grads]).to(xhat.dtype)

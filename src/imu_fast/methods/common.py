@@ -1,41 +1,72 @@
-"""Pieces shared by the unlearning loops: indexed batches and per-sample losses of any kind."""
+"""Pieces shared by the unlearning loops: which parameters train, the optimiser, train mode."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.utils.data import Dataset
 
-from ..batches import check_losses, to_device
-from ..forget_data import split_batch
-from ..head import logits_of
+from ..modes import preserved_modes
 
-
-class IndexedDataset(Dataset):
-    """Yields ``(sample, i)`` so a loop can look up per-sample state (weights, labels) after shuffling."""
-
-    def __init__(self, dataset: Dataset):
-        self.dataset = dataset
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, i):
-        return self.dataset[i], i
+BATCHNORM_DRIFTS = "train-mode forwards: BatchNorm running statistics were updated (the authors' default)"
+BATCHNORM_FROZEN = "BatchNorm layers kept in eval mode: running statistics unchanged (freeze_batchnorm=True)"
 
 
-def start_training(model: nn.Module, params: list[nn.Parameter], cfg) -> tuple[torch.optim.Optimizer, torch.Generator]:
-    """Freezes every parameter but ``params`` (callers restore the flags with preserved_modes) and
-    returns the run's SGD optimiser and the seeded generator that shuffles its batches."""
-    for p in model.parameters():
-        p.requires_grad_(False)
-    for p in params:
-        p.requires_grad_(True)
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return optimizer, torch.Generator().manual_seed(cfg.seed)
+def parameter_names(model: nn.Module, params: list[nn.Parameter]) -> list[str]:
+    names = {}
+    for name, p in model.named_parameters():
+        names.setdefault(id(p), name)
+    return [names.get(id(p), "<not a parameter of the model>") for p in params]
+
+
+def trainable(model: nn.Module, params: list[nn.Parameter], method: str) -> tuple[list[nn.Parameter], list[str]]:
+    """``(parameters to train, names of the selected ones the user froze)``: a frozen parameter is
+    never trained; if every selected one is frozen there is nothing to do, which is an error."""
+    unique = list({id(p): p for p in params}.values())
+    trained = [p for p in unique if p.requires_grad]
+    frozen = parameter_names(model, [p for p in unique if not p.requires_grad])
+    if not trained:
+        raise ValueError(f"method {method!r} would train {frozen[:8]}{' ...' if len(frozen) > 8 else ''}, but every one "
+                         "of them is frozen (requires_grad=False); unfreeze the parameters to unlearn with, or choose "
+                         "others (head=, targets=, scope=)")
+    return trained, frozen
+
+
+@contextmanager
+def training_scope(model: nn.Module, trained: list[nn.Parameter]):
+    """Only ``trained`` require gradients inside (others are switched off, never on), and every
+    flag, mode and ``.grad`` is restored on exit."""
+    chosen = {id(p) for p in trained}
+    grads = [(p, p.grad) for p in model.parameters()]
+    with preserved_modes(model):
+        for p in model.parameters():
+            if id(p) not in chosen:
+                p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p, grad in grads:
+                p.grad = grad
+
+
+@contextmanager
+def restored_on_error(model: nn.Module, trained: list[nn.Parameter]):
+    """A run that fails (bad data found in a later batch, an interrupt) leaves the model as it was:
+    the trained parameters and every buffer (BatchNorm statistics) are put back. The copies are
+    kept in CPU memory."""
+    saved = [(t, t.detach().to("cpu", copy=True)) for t in [*trained, *model.buffers()]]
+    try:
+        yield
+    except BaseException:
+        with torch.no_grad():
+            for t, value in saved:
+                t.copy_(value)
+        raise
+
+
+def make_optimizer(trained: list[nn.Parameter], cfg) -> torch.optim.Optimizer:
+    return torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 
 def train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
@@ -46,36 +77,11 @@ def train_mode(model: nn.Module, freeze_batchnorm: bool) -> None:
                 m.eval()
 
 
-def check_labels_in(y: torch.Tensor, idx: torch.Tensor, num_classes: int, what: str) -> None:
-    """Errors naming the dataset indices ``idx`` of labels outside ``[0, num_classes)``."""
-    bad = ((y < 0) | (y >= num_classes)).nonzero().flatten().cpu()
-    if bad.numel():
-        raise ValueError(
-            f"labels out of range [0, {num_classes}) in the {what} set at indices {idx.cpu()[bad[:10]].tolist()}"
-            f"{' ...' if bad.numel() > 10 else ''} (values {y.cpu()[bad[:10]].tolist()})"
-        )
+def has_training_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training for m in model.modules())
 
 
-@dataclass
-class BatchLosses:
-    """Per-sample losses of one batch; for classifiers also the logits and labels they came from."""
-
-    losses: torch.Tensor  # (B,) cross-entropy on the true labels, or the user's loss_fn
-    idx: torch.Tensor  # (B,) dataset indices
-    logits: torch.Tensor | None = None
-    y: torch.Tensor | None = None
-
-
-def batch_losses(model: nn.Module, batch, idx: torch.Tensor, loss_fn, device: torch.device, what: str) -> BatchLosses:
-    """Forward one batch. Without ``loss_fn`` the batch is ``(x, y)`` for a classifier."""
-    if loss_fn is not None:
-        losses = check_losses(loss_fn(model, to_device(batch, device)), f"loss_fn on the {what} set")
-        return BatchLosses(losses, idx.to(device))
-    try:
-        x, y = split_batch(batch, model, device, int(idx.min()))
-    except (TypeError, ValueError) as exc:
-        raise type(exc)(f"in the {what} set: {exc}") from None
-    logits = logits_of(model(x))
-    check_labels_in(y, idx, logits.shape[1], what)
-    losses = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), y, reduction="none")
-    return BatchLosses(losses, idx.to(device), logits, y)
+def batchnorm_note(model: nn.Module, freeze_batchnorm: bool) -> str:
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return "no BatchNorm layers"
+    return BATCHNORM_FROZEN if freeze_batchnorm else BATCHNORM_DRIFTS

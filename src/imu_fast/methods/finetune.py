@@ -3,7 +3,8 @@
 Both minimise plain cross-entropy over the retain set, L = mean_{i∈B} CE(f_θ(x_i), y_i), with
 ``cfg``'s SGD settings; Retrain first re-initialises the model. Neither reads a single forget
 sample: the forget set only supplies its size for the report, and ``epoch_forget_loss`` is NaN
-(not measured). Like every method behind ``unlearn``, both change the given model in place.
+(not measured). Like every method behind ``unlearn``, both change the given model in place, and
+parameters the user froze keep their values (Retrain re-initialises only the trainable ones).
 """
 
 from __future__ import annotations
@@ -14,31 +15,23 @@ import torch
 from torch import nn
 
 from ..config import UnlearnConfig
-from ..forget_data import model_device
+from ..forget_set import ForgetSet
+from ..model_io import model_device
 from ..report import UnlearnReport
-from ..forget_data import nonempty_dataset
 from ._descent import run_descent
 
 InitFn = Callable[[nn.Module], "nn.Module | None"]
 
 
-def _descend_on_retain(model, forget, retain, params, cfg: UnlearnConfig, method: str) -> UnlearnReport:
-    if retain is None:
-        raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
-    n_forget = len(nonempty_dataset(forget, "forget"))  # its size only; no sample is read
-    dataset = nonempty_dataset(retain, "retain")
-    report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n_forget, n_kept=0)
+def run_finetune(model: nn.Module, retain: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
+                 report: UnlearnReport) -> UnlearnReport:
+    """FT: continue training the model on the retain set (catastrophic forgetting of D_f, if any).
+    L = mean CE on each retain batch; no forget sample is read."""
 
-    def step(out):
+    def step(out, batch):
         return out.losses.mean(), None  # None: these batches are not forget data
 
-    return run_descent(model, dataset, params, cfg, report, step, "retain")
-
-
-def run_finetune(model: nn.Module, forget, retain, params: list[nn.Parameter], cfg: UnlearnConfig,
-                 method: str = "ft") -> UnlearnReport:
-    """FT: continue training the model on the retain set (catastrophic forgetting of D_f, if any)."""
-    return _descend_on_retain(model, forget, retain, params, cfg, method)
+    return run_descent(model, retain, trained, cfg, report, step)
 
 
 def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0) -> None:
@@ -72,17 +65,17 @@ def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0)
                 m.reset_parameters()
 
 
-def run_retrain(model: nn.Module, forget, retain, cfg: UnlearnConfig, init_fn: InitFn | None = None,
-                method: str = "retrain") -> UnlearnReport:
+def run_retrain(model: nn.Module, retain: ForgetSet, cfg: UnlearnConfig, report: UnlearnReport,
+                init_fn: InitFn | None = None) -> UnlearnReport:
     """Retrain: re-initialise the model (seeded by ``cfg.seed``), then train it on the retain set.
 
     The gold standard of the evaluation protocol when ``cfg`` repeats the original training recipe.
     """
     if cfg.scope != "all":
         raise ValueError("retrain trains every parameter from scratch; it cannot use scope='head'")
-    # Bad inputs must fail before the weights are wiped.
-    if retain is None:
-        raise ValueError(f"method {method!r} trains on the retain set: pass retain=<the retain set D_r>")
-    nonempty_dataset(forget, "forget"), nonempty_dataset(retain, "retain")
+    frozen = [(p, p.detach().clone()) for p in model.parameters() if not p.requires_grad]
     reinitialise(model, init_fn, cfg.seed)
-    return _descend_on_retain(model, forget, retain, list(model.parameters()), cfg, method)
+    with torch.no_grad():  # what the user froze keeps its values: only the trainable part starts afresh
+        for p, value in frozen:
+            p.copy_(value)
+    return run_finetune(model, retain, [p for p in model.parameters() if p.requires_grad], cfg, report)

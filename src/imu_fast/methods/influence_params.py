@@ -7,16 +7,16 @@ capture with the user's per-sample ``loss_fn`` (e.g. language models' sequence l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from torch import nn
 
+from ..capture import Selection, select_targets
 from ..config import UnlearnConfig
-from ..forget_data import split_batch
-from ..influence import batch_influence, compute_dtype, influence_scores
-from ..influence_layers import batch_layer_influence
+from ..forget_set import ForgetBatch, ForgetSet
+from ..influence import batch_head_influence, batch_layer_influence, influence_scores
 
 
 @dataclass
@@ -24,27 +24,30 @@ class InfluenceParams:
     head: nn.Linear | None = None
     targets: list | None = None  # parameter names, parameters or modules of supported layers
     loss_fn: Callable | None = None  # per-sample losses for the target path (None: classification)
+    _selection: Selection | None = field(default=None, repr=False)
+    _verified: bool = field(default=False, repr=False)
+
+    def selection(self, model: nn.Module) -> Selection:
+        if self._selection is None:
+            self._selection = select_targets(model, self.targets)
+        return self._selection
 
     def parameters(self, model: nn.Module) -> list[nn.Parameter]:
         if self.targets is None:
             return list(self.head.parameters())
-        from ..capture import select_targets
+        return self.selection(model).parameters()
 
-        named = dict(model.named_parameters())
-        return [named[name] for target in select_targets(model, self.targets) for name in target.params.values()]
-
-    def scores(self, model: nn.Module, dataset, cfg: UnlearnConfig) -> torch.Tensor:
+    def scores(self, model: nn.Module, forget: ForgetSet, cfg: UnlearnConfig) -> torch.Tensor:
         common = dict(damping=cfg.damping, batch_size=cfg.batch_size, backend=cfg.backend, progress=cfg.progress)
         if self.targets is None:
-            return influence_scores(model, dataset, head=self.head, **common).scores
-        return influence_scores(model, dataset, targets=self.targets, loss_fn=self.loss_fn, **common).scores
+            return influence_scores(model, forget, head=self.head, **common).scores
+        return influence_scores(model, forget, targets=self.targets, loss_fn=self.loss_fn, **common).scores
 
-    def batch_scores(self, model: nn.Module, batch, device: torch.device, cfg: UnlearnConfig) -> torch.Tensor:
+    def batch_scores(self, model: nn.Module, batch: ForgetBatch, cfg: UnlearnConfig) -> torch.Tensor:
         """Scores of one batch from that batch alone, in eval mode (the caller restores the mode)."""
         model.eval()
         if self.targets is None:
-            x, y = split_batch(batch, model, device, 0)
-            return batch_influence(model, self.head, x, y, damping=cfg.damping, backend=cfg.backend,
-                                   dtype=compute_dtype(self.head, None))
-        return batch_layer_influence(model, self.loss_fn, batch, self.targets, damping=cfg.damping,
-                                     backend=cfg.backend)
+            return batch_head_influence(model, self.head, batch, damping=cfg.damping, backend=cfg.backend)
+        verify, self._verified = not self._verified, True  # check the terms on the run's first batch
+        return batch_layer_influence(model, self.selection(model), batch, self.loss_fn, damping=cfg.damping,
+                                     backend=cfg.backend, verify=verify)

@@ -21,15 +21,13 @@ import time
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader
 
 from ..config import UnlearnConfig
-from ..forget_data import model_device
+from ..forget_set import ForgetSet, sample_losses
+from ..model_io import model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
-from ..forget_data import nonempty_dataset
 from ._descent import run_descent
-from .common import IndexedDataset, batch_losses
 
 
 def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
@@ -44,32 +42,27 @@ def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0
 
 
 @torch.no_grad()
-def reference_log_probs(model: nn.Module, dataset, batch_size: int, loss_fn=None) -> torch.Tensor:
-    """log π(y_i|x_i) = −l_i of every sample of ``dataset`` under ``model`` as it is now, in eval mode."""
+def reference_log_probs(model: nn.Module, forget: ForgetSet, loss_fn=None) -> torch.Tensor:
+    """log π(y_i|x_i) = −l_i of every forget sample under ``model`` as it is now, in eval mode, in
+    the forget set's order."""
     device = model_device(model)
-    out = []
     with preserved_modes(model):
         model.eval()
-        for batch, idx in DataLoader(IndexedDataset(dataset), batch_size=batch_size, shuffle=False):
-            out.append(-batch_losses(model, batch, idx, loss_fn, device, "forget").losses)
-    return torch.cat(out)
+        return torch.cat([-sample_losses(model, batch, loss_fn, device).losses for batch in forget.batches()])
 
 
-def run_npo(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnConfig, loss_fn=None,
-            method: str = "npo") -> UnlearnReport:
+def run_npo(model: nn.Module, forget: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
+            report: UnlearnReport, loss_fn=None) -> UnlearnReport:
     """Minimises the NPO loss over the forget set with SGD (``cfg``'s settings; β = ``cfg.npo_beta``).
 
     log π_θ(y_i|x_i) is minus the per-sample loss: the cross-entropy for classifiers, or
     ``loss_fn`` (e.g. a sequence's mean token loss for language models).
     """
-    dataset = nonempty_dataset(forget, "forget")
-    n = len(dataset)
-    report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     started = time.perf_counter()
-    ref = reference_log_probs(model, dataset, cfg.batch_size, loss_fn)
+    ref = reference_log_probs(model, forget, loss_fn)
     report.update_seconds += time.perf_counter() - started  # part of the run's cost (RTE)
 
-    def step(out):
-        return npo_loss(-out.losses, ref[out.idx], cfg.npo_beta), out.losses
+    def step(out, batch):
+        return npo_loss(-out.losses, ref[batch.positions.to(ref.device)], cfg.npo_beta), out.losses
 
-    return run_descent(model, dataset, params, cfg, report, step, "forget", loss_fn)
+    return run_descent(model, forget, trained, cfg, report, step, loss_fn)

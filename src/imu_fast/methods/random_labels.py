@@ -14,8 +14,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..config import UnlearnConfig
+from ..forget_set import ForgetSet
 from ..report import UnlearnReport
-from ..forget_data import nonempty_dataset
 from ._descent import run_descent
 
 
@@ -24,23 +24,23 @@ def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int
     return (y + offsets) % num_classes
 
 
-def run_random_labels(model: nn.Module, forget, params: list[nn.Parameter], cfg: UnlearnConfig,
-                      method: str = "rl") -> UnlearnReport:
+def run_random_labels(model: nn.Module, forget: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
+                      report: UnlearnReport) -> UnlearnReport:
     """Cross-entropy descent on the forget set with each label replaced by a fixed random wrong one."""
-    dataset = nonempty_dataset(forget, "forget")
-    n = len(dataset)
-    report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=n)
     offsets: list[torch.Tensor] = []  # drawn at the first batch, once the number of classes is known
 
-    def step(out):
-        logits, y, idx = out.logits, out.y, out.idx
+    def step(out, batch):
+        logits, y = out.logits, out.labels
         num_classes = logits.shape[1]
         if num_classes < 2:
             raise ValueError("random wrong labels need at least 2 classes")
         if not offsets:
+            if forget.size is None:
+                raise ValueError("method 'rl' needs the forget set's size before its first epoch: give a map-style "
+                                 "dataset rather than a stream")
             generator = torch.Generator().manual_seed(cfg.seed)
-            offsets.append(torch.randint(1, num_classes, (n,), generator=generator).to(y.device))
-        wrong = random_wrong_labels(y, offsets[0][idx], num_classes)
+            offsets.append(torch.randint(1, num_classes, (len(forget),), generator=generator).to(y.device))
+        wrong = random_wrong_labels(y, offsets[0][batch.positions.to(y.device)], num_classes)
         return F.cross_entropy(logits, wrong), out.losses.detach()
 
-    return run_descent(model, dataset, params, cfg, report, step, "forget")
+    return run_descent(model, forget, trained, cfg, report, step)

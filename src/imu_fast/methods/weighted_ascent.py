@@ -14,42 +14,42 @@ import time
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from ..config import UnlearnConfig
-from ..forget_data import as_dataset, model_device
+from ..forget_set import ForgetSet, sample_losses
 from ..losses import imu_loss
-from ..modes import preserved_modes
+from ..model_io import model_device
 from ..report import UnlearnReport
 from ..weights import dynamic_batch_weights, influence_weights
-from .common import IndexedDataset, batch_losses, start_training, train_mode
+from .common import make_optimizer, train_mode, training_scope
 from .influence_params import InfluenceParams
 
 
-def _weights(model, dataset, theta: InfluenceParams | None, cfg: UnlearnConfig, n: int):
-    """``(weights, scores)`` for the whole forget set; scores are None when not computed."""
+def _weights(model, forget: ForgetSet, theta: InfluenceParams | None, cfg: UnlearnConfig):
+    """``(weights, scores)`` over the forget set's positions; None weights mean uniform over every
+    sample (a stream's size may not be known yet), None scores that none were computed."""
     if cfg.weighting == "uniform" or cfg.refresh == "batch":
-        return torch.ones(n, dtype=torch.float64), None
-    scores = theta.scores(model, dataset, cfg)
+        return None, None
+    scores = theta.scores(model, forget, cfg)
     return influence_weights(scores, top_fraction=cfg.top_fraction, clip_quantile=cfg.clip_quantile), scores
 
 
-def _run_epoch(model, theta, l1_params, optimizer, loader, kept, weights, cfg, report, loss_fn, device):
+def _run_epoch(model, theta, l1_params, optimizer, forget, kept, weights, generator, cfg, report, loss_fn, device):
     """One pass over the kept samples; returns (summed objective, summed forget loss, batches)."""
     objective, forget_loss, batches = 0.0, 0.0, 0
-    for batch, local in loader:
-        idx = torch.as_tensor(kept)[local]
+    for batch in forget.epoch_batches(kept, generator=generator):
         if cfg.refresh == "batch":
             started = time.perf_counter()
-            w = dynamic_batch_weights(theta.batch_scores(model, batch, device, cfg))
+            w = dynamic_batch_weights(theta.batch_scores(model, batch, cfg))
             report.influence_seconds += time.perf_counter() - started
             if w.sum() <= 0:
                 continue  # nothing in this batch supports the forget loss
         else:
-            w = weights[idx]
+            w = torch.ones(batch.size, dtype=torch.float64) if weights is None else weights[batch.positions]
         train_mode(model, cfg.freeze_batchnorm)
-        losses = batch_losses(model, batch, idx, loss_fn, device, "forget").losses
+        # Non-finite losses before any update are bad data (an error naming the samples); after, divergence.
+        losses = sample_losses(model, batch, loss_fn, device, finite=not (batches or report.epoch_objective)).losses
         loss = imu_loss(losses, w.to(device), l1_params=l1_params, alpha=cfg.alpha)
         if not torch.isfinite(loss):
             report.diverged = True
@@ -63,38 +63,33 @@ def _run_epoch(model, theta, l1_params, optimizer, loader, kept, weights, cfg, r
     return objective, forget_loss, batches
 
 
-def run_weighted_ascent(model: nn.Module, forget, theta: InfluenceParams | None, cfg: UnlearnConfig,
-                        method: str, loss_fn=None) -> UnlearnReport:
+def run_weighted_ascent(model: nn.Module, forget: ForgetSet, theta: InfluenceParams | None, trained: list,
+                        cfg: UnlearnConfig, report: UnlearnReport, loss_fn=None) -> UnlearnReport:
     """``theta`` (the influence parameters) may be None only for uniform weights, scope 'all', alpha 0."""
-    dataset = as_dataset(forget)
-    n = len(dataset)
-    if n == 0:
-        raise ValueError("the forget set is empty: there is nothing to unlearn")
     device = model_device(model)
-    report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=n, n_kept=0)
     l1_params = theta.parameters(model) if theta is not None else []
-    trained = l1_params if cfg.scope == "head" else list(model.parameters())
-    bar = tqdm(total=cfg.epochs, desc=method, unit="epoch", disable=not cfg.progress, leave=False)
-    with preserved_modes(model):
-        optimizer, generator = start_training(model, trained, cfg)
+    bar = tqdm(total=cfg.epochs, desc=report.method, unit="epoch", disable=not cfg.progress, leave=False)
+    first = True
+    with training_scope(model, trained):
+        optimizer = make_optimizer(trained, cfg)
+        generator = torch.Generator().manual_seed(cfg.seed)
         weights = None
         for epoch in range(cfg.epochs):
-            if weights is None or cfg.refresh == "epoch":
+            if first or cfg.refresh == "epoch":
                 started = time.perf_counter()
-                weights, scores = _weights(model, dataset, theta, cfg, n)
+                weights, scores = _weights(model, forget, theta, cfg)
                 report.influence_seconds += time.perf_counter() - started
-                if epoch == 0:
+                if first:
                     report.weights, report.scores = weights, scores
-                    report.n_kept = int((weights > 0).sum())
-            kept = (weights > 0).nonzero().flatten().tolist()
-            if not kept:
+                    report.n_kept = int((weights > 0).sum()) if weights is not None else (forget.size or 0)
+                first = False
+            kept = None if weights is None else (weights > 0).nonzero().flatten()
+            if kept is not None and kept.numel() == 0:
                 report.message = "no sample has a negative influence score: nothing was unlearned"
                 break
-            loader = DataLoader(IndexedDataset(Subset(dataset, kept)), batch_size=cfg.batch_size, shuffle=True,
-                                generator=generator)
             started, influence_before = time.perf_counter(), report.influence_seconds
-            objective, forget_loss, batches = _run_epoch(model, theta, l1_params, optimizer, loader, kept, weights,
-                                                         cfg, report, loss_fn, device)
+            objective, forget_loss, batches = _run_epoch(model, theta, l1_params, optimizer, forget, kept, weights,
+                                                         generator, cfg, report, loss_fn, device)
             # Per-batch influence (dynamic variant) is reported under influence, not updates.
             report.update_seconds += time.perf_counter() - started - (report.influence_seconds - influence_before)
             if report.diverged:
@@ -105,4 +100,7 @@ def run_weighted_ascent(model: nn.Module, forget, theta: InfluenceParams | None,
             bar.update(1)
             bar.set_postfix(forget_loss=f"{report.epoch_forget_loss[-1]:.3f}")
     bar.close()
+    if report.weights is None and forget.size is not None and cfg.refresh != "batch":
+        report.weights = torch.ones(len(forget), dtype=torch.float64)  # uniform: every sample, weight 1
+        report.n_kept = len(forget)
     return report

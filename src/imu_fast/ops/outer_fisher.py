@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .._native import native
-from ..backends import resolve_backend
+from ..dispatch import resolve_backend
 from ._launch import (
     CUDA_DTYPES,
     DEFAULT_PRECISION,

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..forget_data import model_device
-from ..head import logits_of
+from ..model_io import model_device
+from ..model_io import logits_of
 from .lm_facts import IGNORE_INDEX
 
 

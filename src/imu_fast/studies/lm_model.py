@@ -25,7 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..demo import default_cache_dir
-from ..forget_data import model_device
+from ..model_io import model_device
 from ..lm import causal_lm_losses
 from .lm_metrics import answer_losses
 

@@ -40,7 +40,7 @@ SCENARIO_KEYS = ("random", "class")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Unlearn 10%% random samples and one whole class of scikit-learn's digits with IMU, IMU (alpha=0), "
+        "Unlearn 10% random samples and one whole class of scikit-learn's digits with IMU, IMU (alpha=0), "
         "IMU-uniform, GA, NPO, RL and FT over a learning-rate sweep and several seeds; compare with Retrain. "
         "Writes runs.json, summary.md and PNG plots into --out."
     )

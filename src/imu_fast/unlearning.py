@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from torch import nn
 
+from .capture.head import check_head, find_head
 from .config import PRESETS, UnlearnConfig
-from .forget_data import iterate_batches, model_device, ordered_loader
-from .head import check_head, find_head
+from .forget_set import ForgetSet, as_forget_set, prepare_classification
+from .methods.common import batchnorm_note, parameter_names, restored_on_error, trainable
 from .methods.finetune import InitFn, run_finetune, run_retrain
 from .methods.influence_params import InfluenceParams
 from .methods.npo import run_npo
 from .methods.random_labels import run_random_labels
 from .methods.weighted_ascent import run_weighted_ascent
+from .model_io import model_device
 from .modes import preserved_modes
 from .report import UnlearnReport
 
@@ -26,14 +28,13 @@ ANY_LOSS = ("imu", "ga", "imu-uniform", "npo")
 _ASCENT_ONLY = ("alpha", "damping", "top_fraction", "clip_quantile", "refresh", "weighting", "backend")
 
 
-def _resolve_head(model: nn.Module, forget, head: nn.Module | None) -> nn.Module:
+def _resolve_head(model: nn.Module, data: ForgetSet, head: nn.Module | None) -> nn.Module:
     if head is None:
-        loader = ordered_loader(forget, 2)
         with preserved_modes(model):
             model.eval()
-            _, x, _ = next(iterate_batches(loader, model, model_device(model)))
-            head = find_head(model, x)
-    check_head(head)
+            batch = next(iter(data.batches()))
+            head = find_head(model, prepare_classification(model, batch, model_device(model), data.what).inputs)[0]
+    check_head(model, head)
     return head
 
 
@@ -47,7 +48,8 @@ def _check_settings_used(method: str, cfg: UnlearnConfig) -> None:
                          f"defaults (or pick the method that uses them)")
 
 
-def _influence_params(model, forget, cfg: UnlearnConfig, method: str, head, targets, loss_fn, needed: bool):
+def _influence_params(model, data: ForgetSet, cfg: UnlearnConfig, method: str, head, targets, loss_fn,
+                      needed: bool):
     """theta_c for this run, or None where the method needs neither a head nor target layers."""
     if targets is not None:
         return InfluenceParams(targets=targets, loss_fn=loss_fn)
@@ -57,7 +59,7 @@ def _influence_params(model, forget, cfg: UnlearnConfig, method: str, head, targ
         raise ValueError(f"method {method!r} with loss_fn= needs targets= (the influence parameters): the "
                          "classifier-head path applies to (x, y) classification data")
     # FT finds the head on retain data so that it never reads a forget sample.
-    return InfluenceParams(head=_resolve_head(model, forget, head))
+    return InfluenceParams(head=_resolve_head(model, data, head))
 
 
 def unlearn(
@@ -91,9 +93,17 @@ def unlearn(
     (e.g. ``imu_fast.lm.causal_lm_losses``). ``scope="head"`` updates theta_c only.
 
     ``config`` replaces the preset; keyword ``settings`` override single fields, e.g.
-    ``unlearn(model, forget, refresh="batch", epochs=5)``.
+    ``unlearn(model, forget, refresh="batch", epochs=5)``. ``forget`` (and ``retain``) may be any
+    form the forget-set pipeline accepts, an IterableDataset included (streamed in its order).
+
+    Only what is asked changes: the optimiser sees exactly the selected parameters that are
+    trainable; parameters the user froze (``requires_grad=False``) are never trained and stay
+    bit-identical (``report.left_frozen`` names the selected ones); ``report.trained`` lists what
+    was updated and ``report.batchnorm`` how BatchNorm statistics behaved. Train/eval modes,
+    ``requires_grad`` flags and ``.grad`` are restored afterwards; a run that raises (bad data found
+    in a later batch) also puts the weights and buffers back as they were.
     """
-    if method not in PRESETS:
+    if not isinstance(method, str) or method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
     if retain is not None and method in RETAIN_FREE:
         raise ValueError(f"method {method!r} uses only the forget set and does not take retain=; "
@@ -107,18 +117,40 @@ def unlearn(
     if (loss_fn is not None or targets is not None) and method not in ANY_LOSS:
         raise ValueError(f"method {method!r} needs (x, y) classification data; loss_fn= and targets= apply to "
                          f"{list(ANY_LOSS)}")
+    if config is not None and not isinstance(config, UnlearnConfig):
+        raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
     cfg = (config or PRESETS[method]).replace(**settings) if settings else (config or PRESETS[method])
     _check_settings_used(method, cfg)
+    forget = as_forget_set(forget, batch_size=cfg.batch_size)
+    retain = as_forget_set(retain, batch_size=cfg.batch_size, what="retain") if retain is not None else None
+    report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=forget.size or 0,
+                           n_kept=0 if method in (*WEIGHTED_ASCENT, *RETAIN_USING) else (forget.size or 0),
+                           indices=None if forget.indices is None else forget.indices.clone(),
+                           batchnorm=batchnorm_note(model, cfg.freeze_batchnorm))
     if method == "retrain":
-        return run_retrain(model, forget, retain, cfg, init_fn)
-    needed = cfg.scope == "head" or (method in WEIGHTED_ASCENT and (cfg.weighting == "influence" or cfg.alpha > 0))
-    theta = _influence_params(model, retain if method == "ft" else forget, cfg, method, head, targets, loss_fn,
-                              needed)
-    params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
-    if method in WEIGHTED_ASCENT:
-        return run_weighted_ascent(model, forget, theta, cfg, method, loss_fn)
-    if method == "npo":
-        return run_npo(model, forget, params, cfg, loss_fn)
-    if method == "rl":
-        return run_random_labels(model, forget, params, cfg)
-    return run_finetune(model, forget, retain, params, cfg)
+        params = list(model.parameters())
+        theta = None
+    else:
+        needed = cfg.scope == "head" or (method in WEIGHTED_ASCENT and (cfg.weighting == "influence" or cfg.alpha > 0))
+        theta = _influence_params(model, retain if method == "ft" else forget, cfg, method, head, targets, loss_fn,
+                                  needed)
+        params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
+    trained, report.left_frozen = trainable(model, params, method)
+    report.trained = parameter_names(model, trained)
+    with restored_on_error(model, trained):
+        if method == "retrain":
+            run_retrain(model, retain, cfg, report, init_fn)
+        elif method in WEIGHTED_ASCENT:
+            run_weighted_ascent(model, forget, theta, trained, cfg, report, loss_fn)
+        elif method == "npo":
+            run_npo(model, forget, trained, cfg, report, loss_fn)
+        elif method == "rl":
+            run_random_labels(model, forget, trained, cfg, report)
+        else:
+            run_finetune(model, retain, trained, cfg, report)
+    if forget.size is not None:  # a stream's size is known once it has been read
+        report.n_forget = len(forget)
+        report.indices = forget.indices.clone()
+        if method in ("npo", "rl"):
+            report.n_kept = len(forget)
+    return report

@@ -1,0 +1,70 @@
+"""``imu_fast.influence_scores``: the one entry point to both influence routes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .. import checks
+from ..dispatch import BACKENDS
+from ..forget_set import as_forget_set
+from ..causal_lm import output_layer
+from .head_route import head_influence_scores
+from .layer_route import layer_influence_scores
+from .lm_head_route import lm_head_influence_scores
+from .result import InfluenceResult
+
+DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of first-pass results kept for the second pass
+
+
+def influence_scores(
+    model: nn.Module,
+    forget,
+    *,
+    head: nn.Module | None = None,
+    damping: float = 0.01,
+    batch_size: int = 256,
+    backend: str = "auto",
+    dtype: torch.dtype | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+    progress: bool = False,
+    targets=None,
+    loss_fn=None,
+) -> InfluenceResult:
+    """Influence I_i of every forget sample on the mean forget loss.
+
+    ``forget`` is any form the forget-set pipeline accepts (a map-style dataset, a DataLoader with
+    any sampler, an IterableDataset, columns of tensors, dict batches in the Hugging Face
+    convention, a list of samples); scores come back in ascending dataset-index order, with
+    ``result.indices``. The model is run in eval mode (BatchNorm running statistics, no dropout)
+    and its modes are restored afterwards.
+
+    By default the influence parameters are the classifier head: ``head=None`` finds the
+    ``nn.Linear`` whose output holds the model's logits, and the exact closed form needs one forward
+    pass and no backward. ``head=`` a language model's output layer (``lm.lm_head``) does the same
+    for the per-sequence token loss, over vocabulary chunks (never N x T x V logits). ``dtype`` is then the accumulation dtype (default: the head's, at least
+    float32). With ``targets`` (parameter names, parameters or modules of supported layers) the
+    influence parameters are those instead, and ``loss_fn(model, batch)`` gives the per-sample
+    losses (default: cross-entropy on classification batches; ``imu_fast.lm.causal_lm_losses`` for
+    language models); ``fisher`` and ``mean_grad`` are then dicts keyed by parameter name.
+    """
+    checks.real("damping", damping, low=0)
+    checks.integer("batch_size", batch_size, low=1)
+    checks.integer("memory_budget", memory_budget, low=0)
+    checks.flag("progress", progress)
+    checks.choice("backend", backend, ("auto", *BACKENDS))
+    if dtype is not None and not isinstance(dtype, torch.dtype):
+        raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
+    forget = as_forget_set(forget, batch_size=batch_size)
+    if targets is not None:
+        if head is not None:
+            raise ValueError("give either head= (classifier-head path) or targets= (per-layer path), not both")
+        return layer_influence_scores(model, forget, targets=targets, loss_fn=loss_fn, damping=float(damping),
+                                      backend=backend, memory_budget=memory_budget, progress=progress)
+    if loss_fn is not None:
+        raise ValueError("loss_fn applies to the per-layer path: pass targets= as well")
+    if head is not None and head is output_layer(model):  # a language model's vocabulary projection
+        return lm_head_influence_scores(model, forget, head=head, damping=float(damping), backend=backend,
+                                        memory_budget=memory_budget, progress=progress)
+    return head_influence_scores(model, forget, head=head, damping=float(damping), backend=backend, dtype=dtype,
+                                 memory_budget=memory_budget, progress=progress)
