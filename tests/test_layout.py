@@ -16,7 +16,7 @@ LAYERS = [
     ("influence",),
     ("weights", "losses", "config", "report"),
     ("methods",),
-    ("unlearning", "metrics", "lm"),
+    ("unlearning", "metrics", "lm", "scripts"),
 ]
 
 
