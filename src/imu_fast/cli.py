@@ -30,11 +30,12 @@ from .argtypes import positive_int as _positive_int
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining",
+        help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining; forget a class",
         # description is printed as written, help is %-formatted: 10% there, 10%% here.
         description="Train a small CNN on scikit-learn's handwritten digits, unlearn a random 10% of the "
         "training set with GA, IMU and IMU with uniform weights, retrain from scratch on the rest, "
-        "and print one comparison table. Trained models are cached, so a rerun is fast.",
+        "and print one comparison table; then forget one whole class with GA and IMU, each stopped at "
+        "the same forget accuracy, and compare what they kept. Trained models are cached, so a rerun is fast.",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split, forget set and training (default 0)")
     cache = p.add_mutually_exclusive_group()
