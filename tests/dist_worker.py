@@ -41,6 +41,7 @@ def main(rank: int, world: int, store: str, out: Path) -> None:
     got["fisher"] = imu_fast.fisher_diagonal(model, None, (x, y), batch_size=4)
     got["norms"] = imu_fast.per_sample_grad_norms(model, None, (x, y), per_layer=True, batch_size=9)
     got["alone"] = imu_fast.influence_scores(model, (x[rank::2], y[rank::2]), shard=False).scores
+    got["alone_stage"] = error_of(lambda: imu_fast.influence_scores(model, (x, y), shard=False, stage=out / "alone"))
 
     for name, settings in cases.UNLEARN.items():
         replica = cases.model()

@@ -107,6 +107,18 @@ def test_influence_writes_scores_and_weights(tmp_path, capsys):
     assert "scored 4 samples through score" in text
 
 
+def test_influence_of_a_causal_lm_through_chosen_layers(lm_folder, tmp_path, capsys):
+    forget = cli_models.write_jsonl(tmp_path / "qa.jsonl", cli_models.QA)
+    status, text, err = run(["influence", "--model", str(lm_folder), "--forget", str(forget), "--out",
+                             str(tmp_path / "out"), "--layers", "4", "5", "--no-progress"], capsys)
+    assert status == 0, err
+    header = json.loads((tmp_path / "out" / "influence.json").read_text())
+    assert header["settings"]["targets"] == [f"model.layers.{i}.self_attn.{p}_proj.weight" for i in (4, 5)
+                                             for p in ("q", "k", "v", "o")]
+    assert header["settings"]["loss_fn"] == "imu_fast.lm.causal_lm_losses"
+    assert len((tmp_path / "out" / "scores.csv").read_text().splitlines()) == 4
+
+
 def test_default_layers_follow_the_authors_choice():
     assert default_layers(24) == [19, 20, 21] and default_layers(30) == [25, 26, 27] and default_layers(6) == [1, 2, 3]
     assert default_layers(4) == [1, 2, 3] and default_layers(2) == [0, 1]

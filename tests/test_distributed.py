@@ -87,6 +87,7 @@ def test_shard_false_computes_alone(ranks):
     x, y = cases.data()
     for r, got in enumerate(ranks):
         close(got["alone"], imu_fast.influence_scores(cases.model(), (x[r::2], y[r::2])).scores)
+        assert "stage= with shard=False inside a process group" in got["alone_stage"]
 
 
 @pytest.mark.parametrize("name", sorted(cases.UNLEARN))
@@ -98,6 +99,7 @@ def test_unlearn_ends_with_the_same_weights_everywhere_and_as_one_process(ranks,
     for key, value in model.state_dict().items():
         assert torch.equal(first[0][key], second[0][key]), key  # bit-identical across processes
         close(first[0][key], value)
+    assert first[1:] == second[1:]  # the same report on every process
     assert first[3] == second[3] == report.steps > 0
     assert first[1] == pytest.approx(report.epoch_objective, rel=1e-9)
     assert first[2] == pytest.approx(report.epoch_forget_loss, rel=1e-9)

@@ -64,8 +64,10 @@ def _comm_device(t: torch.Tensor) -> torch.device:
     return t.device  # a mixed backend ("cpu:gloo,cuda:nccl") serves each device itself
 
 
-def _all_reduce_(tensors: list[torch.Tensor]) -> None:
-    """Sums each tensor over all processes, in place."""
+def all_reduce_sum_(tensors: list[torch.Tensor]) -> None:
+    """Sums each tensor over all processes, in place (a no-op outside a process group)."""
+    if not active():
+        return
     import torch.distributed as dist
 
     for t in tensors:
@@ -110,7 +112,7 @@ def together(what: str, enabled: bool = True):
 
 def _agree(exc: BaseException | None, what: str) -> None:
     failed = torch.tensor([0 if exc is None else 1], dtype=torch.int64)
-    _all_reduce_([failed])
+    all_reduce_sum_([failed])
     if not failed.item():
         return
     messages = all_gather_objects(None if exc is None else f"{type(exc).__name__}: {exc}")
@@ -119,9 +121,9 @@ def _agree(exc: BaseException | None, what: str) -> None:
         raise PeerFailed(f"{what} failed on another process ({failures})")
 
 
-def reduce_sums(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def reduce_sums(sums: dict[str, torch.Tensor], device: torch.device | None = None) -> dict[str, torch.Tensor]:
     """Every process's ``sums`` added up, key by key. A process may lack keys (it saw no sample):
-    zeros of the right shape stand in for them."""
+    zeros of the right shape, on ``device`` (the model's), stand in for them."""
     if not active():
         return sums
     layouts = all_gather_objects({k: (tuple(v.shape), str(v.dtype)) for k, v in sums.items()})
@@ -131,12 +133,12 @@ def reduce_sums(sums: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             if merged.setdefault(key, shape) != shape:
                 raise ValueError(f"processes disagree on the shape of {key!r}: {merged[key]} on one, {shape} on rank {r}; "
                                  "every process must hold the same model")
-    device = next((v.device for v in sums.values()), torch.device("cpu"))
+    device = next((v.device for v in sums.values()), device or torch.device("cpu"))
     out = {}
     for key, (shape, dtype) in merged.items():
         out[key] = sums[key].clone() if key in sums else torch.zeros(shape, dtype=getattr(torch, dtype.split(".")[-1]),
                                                                          device=device)
-    _all_reduce_(list(out.values()))
+    all_reduce_sum_(list(out.values()))
     return out
 
 
@@ -144,7 +146,7 @@ def reduce_count(n: int) -> int:
     if not active():
         return n
     t = torch.tensor([n], dtype=torch.int64)
-    _all_reduce_([t])
+    all_reduce_sum_([t])
     return int(t.item())
 
 
@@ -187,7 +189,7 @@ def sum_gradients_(params: list[nn.Parameter]) -> None:
     if not active():
         return
     have = torch.tensor([p.grad is not None for p in params], dtype=torch.int64)
-    _all_reduce_([have])
+    all_reduce_sum_([have])
     for p, seen in zip(params, have.tolist()):
         if seen and p.grad is None:
             p.grad = torch.zeros_like(p)
@@ -197,7 +199,7 @@ def sum_gradients_(params: list[nn.Parameter]) -> None:
         if bucket and (g is None or g.dtype != bucket[0].dtype or g.device != bucket[0].device
                        or sum(b.numel() for b in bucket) * g.element_size() + g.nbytes > BUCKET_BYTES):
             flat = torch.cat([b.reshape(-1) for b in bucket])
-            _all_reduce_([flat])
+            all_reduce_sum_([flat])
             offset = 0
             for b in bucket:
                 b.copy_(flat[offset: offset + b.numel()].view_as(b))

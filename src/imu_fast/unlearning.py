@@ -86,8 +86,8 @@ def _checkpoints(directory, every, model, forget: ForgetSet, retain: ForgetSet |
     """The run's checkpoints, keyed by everything that determines its result."""
     if directory is None:
         return None
-    checks.integer("checkpoint_every", every, low=1)
-    settings = {"method": method, "config": dict(vars(cfg)), "theta": None if theta is None else theta.names(model),
+    config = {k: v for k, v in vars(cfg).items() if k != "progress"}  # progress bars do not change the run
+    settings = {"method": method, "config": config, "theta": None if theta is None else theta.names(model),
                 "loss_fn": function_name(loss_fn), "stop": None if stop is None else stop.as_dict(),
                 "init_fn": function_name(init_fn), "processes": distributed.world_size()}
     prints = {"model": model_fingerprint(model)}
@@ -180,6 +180,7 @@ def unlearn(
     cfg = (config or PRESETS[method]).replace(**settings) if settings else (config or PRESETS[method])
     _check_settings_used(method, cfg)
     stop = _check_stop(stop, method, loss_fn)
+    checks.integer("checkpoint_every", checkpoint_every, low=1)
     model = distributed.unwrap(model)
     forget = as_forget_set(forget, batch_size=cfg.batch_size)
     retain = as_forget_set(retain, batch_size=cfg.batch_size, what="retain") if retain is not None else None

@@ -89,6 +89,9 @@ def influence_scores(
 
     if stage is None:
         return compute()
+    if shard is False and distributed.active():
+        raise ValueError("stage= with shard=False inside a process group would save one process's own data as the "
+                         "stage; save stages of the shared forget set (shard left on)")
     settings = influence_settings(head_name=None if head is None else check_head(model, head),
                                   targets=None if targets is None else select_targets(model, targets).names(),
                                   loss_fn=loss_fn, damping=damping, dtype=dtype)

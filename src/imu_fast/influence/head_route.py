@@ -72,7 +72,7 @@ def batch_head_influence(model: nn.Module, head: nn.Linear, batch: ForgetBatch, 
             sums = dict(zip(("grad", "fisher"), head_moments(e, h, bias, backend=backend)))
     n = batch.size
     if across_processes:
-        sums, n = distributed.reduce_sums(sums), distributed.reduce_count(n)
+        sums, n = distributed.reduce_sums(sums, model_device(model)), distributed.reduce_count(n)
     m, _, _ = damped_ratio({label: sums["grad"]}, {label: sums["fisher"]}, n, damping)
     scores = head_influence(e, h, m[label], bias, backend=backend) if e is not None else m[label].new_zeros(0)
     return distributed.gather_rows(scores) if across_processes else scores

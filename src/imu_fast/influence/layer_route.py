@@ -45,7 +45,7 @@ def batch_layer_influence(model: nn.Module, selection: Selection, batch: ForgetB
                         backend=backend, verify=verify)
     sums.add_samples(batch.size)
     if across_processes:
-        sums.all_reduce()
+        sums.all_reduce(model_device(model))
     m, _, _ = damped_ratio(sums.grad, sums.fisher, sums.n, damping)
     scores = _scores(terms, m) if terms else next(iter(m.values())).new_zeros(0)
     return distributed.gather_rows(scores.detach()) if across_processes else scores

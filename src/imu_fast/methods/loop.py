@@ -132,7 +132,7 @@ def _step(model, trained, optimizer, objective: Objective, part: BatchPart, cfg,
     forget = None if out.forget_losses is None else out.forget_losses.detach().double().sum().item()
     if across:
         totals = torch.tensor([value, forget or 0.0], dtype=torch.float64)
-        distributed._all_reduce_([totals])
+        distributed.all_reduce_sum_([totals])
         value, forget = totals[0].item(), None if forget is None else totals[1].item()
     if not math.isfinite(value):
         return math.nan, None

@@ -30,6 +30,6 @@ def forget_state(model: nn.Module, share: ForgetSet, loss_fn, across_processes: 
                 totals[1] += (out.logits.argmax(dim=1) == out.labels).sum().cpu()
             totals[2] += batch.size
     if across_processes:
-        distributed._all_reduce_([totals])
+        distributed.all_reduce_sum_([totals])
     loss_sum, correct, n = totals.tolist()
     return {"forget_accuracy": None if loss_fn is not None else correct / n, "forget_loss": loss_sum / n}

@@ -88,8 +88,8 @@ class WeightedAscent(Objective):
             return BatchLoss(imu_loss(losses, w.to(self.device), l1_params=self.l1_params, alpha=self.cfg.alpha), losses)
         l1 = self.cfg.alpha * sum(p.abs().sum() for p in self.l1_params) / distributed.world_size() \
             if self.cfg.alpha and self.l1_params else None
-        if not part.batch.size:
-            return BatchLoss(l1, None if l1 is None else torch.zeros(0))
+        if not part.batch.size:  # this process's share is empty; it still reports (no) forget losses
+            return BatchLoss(l1, torch.zeros(0))
         losses = sample_losses(self.model, part.batch, self.loss_fn, self.device, finite=part.first).losses
         data_term = -(w.to(self.device, losses.dtype) * losses).sum() / whole.sum().to(self.device, losses.dtype)
         return BatchLoss(data_term if l1 is None else data_term + l1, losses)

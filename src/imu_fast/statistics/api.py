@@ -87,6 +87,9 @@ def fisher_diagonal(model: nn.Module, loss_fn, data, *, params=None, backend: st
     whole = as_forget_set(data, batch_size=batch_size, what="data")
     selection = select_targets(model, params)
     settings = {"params": selection.names(), "loss_fn": function_name(loss_fn)}
+    if stage is not None and shard is False and distributed.active():
+        raise ValueError("stage= with shard=False inside a process group would save one process's own data as the "
+                         "stage; save stages of the shared data set (shard left on)")
     if stage is not None and stage_exists(stage, FISHER_KIND):
         return load_stage(stage, FISHER_KIND, settings=settings, model=model, forget=whole).tensors
     data = local_share(whole, shard)

@@ -34,14 +34,14 @@ class TermSums:
     def add_samples(self, count: int) -> None:
         self.n += count
 
-    def all_reduce(self) -> None:
+    def all_reduce(self, device: torch.device | None = None) -> None:
         """Sums the counts and every sum over the processes of a group (in place); a process that
-        saw no sample contributes zeros."""
+        saw no sample contributes zeros (on ``device``, the model's)."""
         self.n = distributed.reduce_count(self.n)
         if self.fisher is not None:
-            self.fisher = distributed.reduce_sums(self.fisher)
+            self.fisher = distributed.reduce_sums(self.fisher, device)
         if self.grad is not None:
-            self.grad = distributed.reduce_sums(self.grad)
+            self.grad = distributed.reduce_sums(self.grad, device)
 
     def state_dict(self) -> dict:
         return {"n": self.n, "fisher": dict(self.fisher or {}), "grad": dict(self.grad or {})}
