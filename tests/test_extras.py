@@ -78,3 +78,13 @@ def test_the_studies_name_their_extras(monkeypatch, tmp_path):
         lm_metrics.mia_auc(np.ones(3), np.zeros(3))
     with pytest.raises(ImportError, match=r'the language-model study needs transformers.*imu-fast\[hf\]'):
         lm_model.tiny_llama(10)
+
+
+def test_a_command_missing_an_extra_says_which_in_one_line(monkeypatch, capsys):
+    from imu_fast.cli import main
+
+    _missing(monkeypatch, "sklearn", "sklearn.datasets", "sklearn.model_selection")
+    assert main(["demo", "--no-cache", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err == 'imu-fast: error: the handwritten digits needs sklearn (scikit-learn), which is not installed: ' \
+                  'pip install "imu-fast[eval]"\n'

@@ -21,6 +21,7 @@ from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import output_file as _output_file
 from .argtypes import positive_float as _positive_float
 from .argtypes import positive_int as _positive_int
+from .extras import MissingExtra
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         return _print_help(parser)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MissingExtra as exc:  # an optional dependency the command needs: say which extra, no traceback
+        print(f"imu-fast: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

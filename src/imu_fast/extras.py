@@ -13,10 +13,14 @@ import importlib
 EXTRAS = {"eval": "scikit-learn", "studies": "scikit-learn and matplotlib", "hf": "transformers"}
 
 
+class MissingExtra(ImportError):
+    """An optional dependency is not installed; the message names the extra that brings it."""
+
+
 def require(module: str, extra: str, purpose: str):
-    """``import module``, or an ImportError saying that ``purpose`` needs ``pip install "imu-fast[extra]"``."""
+    """``import module``, or a ``MissingExtra`` saying that ``purpose`` needs ``pip install "imu-fast[extra]"``."""
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise ImportError(f"{purpose} needs {module.split('.')[0]} ({EXTRAS[extra]}), which is not installed: "
-                          f'pip install "imu-fast[{extra}]"') from exc
+        raise MissingExtra(f"{purpose} needs {module.split('.')[0]} ({EXTRAS[extra]}), which is not installed: "
+                           f'pip install "imu-fast[{extra}]"') from exc
