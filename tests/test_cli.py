@@ -19,7 +19,7 @@ assert "torch" not in sys.modules, "torch was imported"
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["demo", "--help"], ["bench", "--help"], ["bench", "vision", "--help"],
-                                  ["bench", "lm", "--help"]])
+                                  ["bench", "lm", "--help"], ["unlearn", "--help"], ["influence", "--help"]])
 def test_help_does_not_import_torch(argv):
     run = subprocess.run([sys.executable, "-c", NO_TORCH.format(argv=argv)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr

@@ -37,6 +37,7 @@ def by_name(results):
 
 def test_demo_prints_every_row(first_run):
     text, _ = first_run
+    text, class_text = text.split("Whole-class forgetting")
     table_lines = [line for line in text.splitlines() if line.split("  ")[0].strip() in ROWS]
     assert sorted(line.split("  ")[0].strip() for line in table_lines) == sorted(ROWS)
     for column in ("forget acc", "retain acc", "test acc", "influence (s)", "unlearning (s)", "samples kept"):
@@ -54,6 +55,32 @@ def test_demo_results_are_sensible(first_run):
     assert rows["GA"]["n_kept"] == sizes["forget"]  # uniform weights visit every forget sample
     assert 0 <= rows["IMU"]["n_kept"] <= sizes["forget"]
     assert not any(results["cache"][name]["hit"] for name in ("original", "retrain"))
+
+
+def test_whole_class_forgetting_stops_ga_and_imu_at_the_same_depth(first_run):
+    text, results = first_run
+    result = results["class_forgetting"]
+    rows = {row["name"]: row for row in result["rows"]}
+    assert set(rows) == {"Original", "GA", "IMU"} and 0 <= result["class"] < 10
+    target = result["settings"]["target_accuracy"]
+    assert rows["Original"]["forget_acc"] > 0.9
+    for name in ("GA", "IMU"):
+        row = rows[name]
+        assert row["reached"] and row["forget_acc"] <= target and row["stopped_by"].startswith("forget accuracy")
+        assert 0 < row["steps"] <= result["settings"]["max_steps"]
+        assert 0 <= row["retain_acc"] <= 1 and 0 <= row["test_acc"] <= 1
+    class_text = text.split("Whole-class forgetting")[1]
+    for column in ("retain acc", "test acc (other classes)", "test acc (class)", "steps"):
+        assert column in class_text
+    assert sum(line.startswith(("GA ", "IMU ")) for line in class_text.splitlines()) == 2
+
+
+@pytest.mark.parametrize("changes", [{"target_accuracy": 1.5}, {"max_steps": 0}, {"batch_size": 2.0}])
+def test_class_forgetting_settings_are_validated(changes):
+    from imu_fast.demo_class import ClassForgetting
+
+    with pytest.raises((ValueError, TypeError), match="ClassForgetting: "):
+        ClassForgetting(**changes)
 
 
 def test_second_run_uses_the_cache(first_run, cache_dir, monkeypatch, capsys):

@@ -9,14 +9,14 @@ ROOT = Path(__file__).resolve().parent.parent / "src" / "imu_fast"
 
 # A module may import from its own layer and the layers below it, never above.
 LAYERS = [
-    ("ops", "kernels", "_native", "dispatch", "errors", "model_io", "checks", "modes"),
+    ("ops", "kernels", "_native", "dispatch", "errors", "model_io", "checks", "modes", "distributed", "extras"),
     ("forget_set",),
-    ("capture", "causal_lm"),
+    ("capture", "causal_lm", "stages"),
     ("statistics",),
     ("influence",),
     ("weights", "losses", "config", "report"),
     ("methods",),
-    ("unlearning", "metrics", "lm"),
+    ("unlearning", "metrics", "lm", "scripts"),
 ]
 
 

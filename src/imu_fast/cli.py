@@ -12,10 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .argtypes import directory as _directory
+from .argtypes import finite_float as _finite_float
+from .argtypes import fraction as _fraction
 from .argtypes import non_negative_int as _non_negative_int
 from .argtypes import output_file as _output_file
+from .argtypes import positive_float as _positive_float
+from .argtypes import positive_int as _positive_int
+from .extras import MissingExtra
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,11 +31,12 @@ from .argtypes import output_file as _output_file
 def add_demo_command(subparsers) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining",
+        help="unlearn 10%% of the handwritten digits with GA and IMU, compare with retraining; forget a class",
         # description is printed as written, help is %-formatted: 10% there, 10%% here.
         description="Train a small CNN on scikit-learn's handwritten digits, unlearn a random 10% of the "
         "training set with GA, IMU and IMU with uniform weights, retrain from scratch on the rest, "
-        "and print one comparison table. Trained models are cached, so a rerun is fast.",
+        "and print one comparison table; then forget one whole class with GA and IMU, each stopped at "
+        "the same forget accuracy, and compare what they kept. Trained models are cached, so a rerun is fast.",
     )
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split, forget set and training (default 0)")
     cache = p.add_mutually_exclusive_group()
@@ -110,8 +117,91 @@ def _study_unavailable(name: str, exc: ImportError) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# imu-fast unlearn | influence: from files to files (the work is in imu_fast.scripts)
 
-COMMANDS = (add_demo_command, add_backends_command, add_bench_command)
+MODEL_HELP = ("a Hugging Face save_pretrained folder (causal LM or sequence classifier), or a torch checkpoint: a "
+              "state dict (with --model-class) or a whole pickled nn.Module (with --trust-checkpoint)")
+FORGET_HELP = ('a .jsonl of {"text": ...}, {"question": ..., "answer": ...} or {"text": ..., "label": k} lines, or a '
+               ".pt of tensors: (X, Y) or a dict of model inputs")
+LAYERS_HELP = ("decoder layers (0-based) whose q/k/v/o projections are the influence parameters of a causal LM "
+               "(default: three layers ending two below the top one, e.g. 19 20 21 of 24)")
+
+
+def _add_inputs(p) -> None:
+    p.add_argument("--model", type=Path, required=True, metavar="PATH", help=MODEL_HELP)
+    p.add_argument("--forget", type=Path, required=True, metavar="FILE", help=FORGET_HELP)
+    p.add_argument("--out", type=_directory, required=True, metavar="DIR", help="a new (or empty) folder for the results")
+    p.add_argument("--model-class", default=None, metavar="MODULE:FUNCTION",
+                   help="builds the model a state-dict checkpoint belongs to")
+    p.add_argument("--trust-checkpoint", action="store_true",
+                   help="allow loading a pickled nn.Module (this runs code from the file)")
+    p.add_argument("--max-length", type=_positive_int, default=512, help="tokens kept per text (default 512)")
+    influence = p.add_mutually_exclusive_group()
+    influence.add_argument("--layers", type=_non_negative_int, nargs="+", default=None, metavar="I", help=LAYERS_HELP)
+    influence.add_argument("--targets", nargs="+", default=None, metavar="NAME",
+                           help="parameter or module names to use as the influence parameters (default: the "
+                                "classifier head, or --layers for a causal LM)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def add_unlearn_command(subparsers) -> None:
+    p = subparsers.add_parser("unlearn", help="unlearn a forget file from a saved model; write the model and a report",
+                              description="Unlearn the samples of --forget from --model with --method and write the "
+                              "unlearned model (in the form it was read) and report.json to --out.")
+    _add_inputs(p)
+    p.add_argument("--method", default="imu", choices=("imu", "ga", "imu-uniform", "npo", "rl"),
+                   help="imu (default), ga, imu-uniform, npo or rl (retain-free methods)")
+    p.add_argument("--epochs", type=_non_negative_int, default=None)
+    p.add_argument("--lr", type=_positive_float, default=None)
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--optimizer", choices=("sgd", "adamw"), default=None, help="sgd (default) or adamw")
+    p.add_argument("--weight-decay", type=_finite_float, default=None)
+    p.add_argument("--alpha", type=_finite_float, default=None, help="IMU's L1 penalty on the influence parameters")
+    p.add_argument("--top-fraction", type=_fraction, default=None)
+    p.add_argument("--refresh", choices=("once", "epoch", "batch"), default=None)
+    p.add_argument("--seed", type=_non_negative_int, default=None)
+    p.add_argument("--stop-forget-accuracy", type=_fraction, default=None, metavar="FRACTION",
+                   help="stop once the forget accuracy is at most this (checked on the forget set)")
+    p.add_argument("--stop-forget-loss", type=_finite_float, default=None, metavar="LOSS",
+                   help="stop once the mean forget loss is at least this")
+    p.add_argument("--max-steps", type=_non_negative_int, default=None, help="a budget of optimiser steps")
+    p.add_argument("--check-every", type=_positive_int, default=1, help="steps between forget-set checks (default 1)")
+    p.add_argument("--checkpoint-dir", type=_directory, default=None, metavar="DIR",
+                   help="checkpoint there; a run killed and started again with the same folder resumes")
+    p.set_defaults(run=_script("unlearn", "run_unlearn"))
+
+
+def add_influence_command(subparsers) -> None:
+    p = subparsers.add_parser("influence", help="score a forget file's samples; write scores and weights",
+                              description="Compute the influence score of every sample of --forget on --model and "
+                              "the paper recipe's weights; write them to --out as saved stages and scores.csv.")
+    _add_inputs(p)
+    p.add_argument("--batch-size", type=_positive_int, default=256)
+    p.add_argument("--damping", type=_finite_float, default=0.01)
+    p.add_argument("--top-fraction", type=_fraction, default=0.1)
+    p.add_argument("--clip-quantile", type=_fraction, default=0.93)
+    p.set_defaults(run=_script("influence", "run_influence"))
+
+
+def _script(name: str, function: str):
+    """A run function that imports the work (and torch) only when the command runs; a bad file or
+    setting is one line on stderr and exit status 2, not a traceback."""
+
+    def run(args: argparse.Namespace) -> int:
+        from .scripts import commands
+
+        try:
+            return getattr(commands, function)(args)
+        except (ValueError, TypeError, OSError, ImportError) as exc:
+            print(f"imu-fast {name}: error: {exc}", file=sys.stderr)
+            return 2
+
+    return run
+
+
+# ---------------------------------------------------------------------------------------------
+
+COMMANDS = (add_demo_command, add_backends_command, add_bench_command, add_unlearn_command, add_influence_command)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -128,7 +218,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
         return _print_help(parser)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MissingExtra as exc:  # an optional dependency the command needs: say which extra, no traceback
+        print(f"imu-fast: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

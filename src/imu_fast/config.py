@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from . import checks
 
+OPTIMIZERS = ("sgd", "adamw")  # SGD: the authors' vision recipe; AdamW: their language-model runs
 REFRESH_MODES = ("once", "epoch", "batch")
 WEIGHTINGS = ("influence", "uniform")
 SCOPES = ("head", "all")
@@ -19,9 +20,12 @@ class UnlearnConfig:
     """One unlearning run. Defaults are the authors' vision recipe for IMU."""
 
     epochs: int = 10
+    optimizer: str = "sgd"  # sgd | adamw
     lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4  # SGD: L2 added to the gradient; AdamW: decoupled decay
+    betas: tuple = (0.9, 0.999)  # AdamW only
+    eps: float = 1e-8  # AdamW only
     batch_size: int = 256
     alpha: float = 0.2  # L1 penalty on the head's parameters
     damping: float = 0.01  # lambda added to the Fisher diagonal
@@ -38,6 +42,9 @@ class UnlearnConfig:
 
     def __post_init__(self):
         where = "UnlearnConfig"
+        if isinstance(self.betas, list):  # the JSON form
+            object.__setattr__(self, "betas", tuple(self.betas))
+        self._check_optimizer(where)
         for name in ("epochs", "batch_size", "seed"):
             checks.integer(name, getattr(self, name), low=1 if name == "batch_size" else 0, where=where)
         checks.real("lr", self.lr, low=0, low_open=True, where=where)
@@ -55,6 +62,20 @@ class UnlearnConfig:
             checks.flag(name, getattr(self, name), where=where)
         if self.refresh != "once" and self.weighting == "uniform":
             raise ValueError(f"{where}: refresh applies to influence weighting only")
+
+    def _check_optimizer(self, where: str) -> None:
+        checks.choice("optimizer", self.optimizer, OPTIMIZERS, where=where)
+        if not isinstance(self.betas, tuple) or len(self.betas) != 2:
+            raise TypeError(f"{where}: betas must be a pair (beta1, beta2), got {self.betas!r}")
+        for name, beta in zip(("betas[0]", "betas[1]"), self.betas):
+            checks.real(name, beta, low=0, high=1, high_open=True, where=where)
+        checks.real("eps", self.eps, low=0, low_open=True, where=where)
+        # A setting the chosen optimiser does not read is refused rather than silently ignored.
+        defaults = UnlearnConfig.__dataclass_fields__
+        unused = ("betas", "eps") if self.optimizer == "sgd" else ("momentum",)
+        changed = [f"{name}={getattr(self, name)!r}" for name in unused if getattr(self, name) != defaults[name].default]
+        if changed:
+            raise ValueError(f"{where}: optimizer={self.optimizer!r} does not use {', '.join(changed)}")
 
     def replace(self, **changes) -> "UnlearnConfig":
         unknown = set(changes) - {f.name for f in dataclasses.fields(self)}

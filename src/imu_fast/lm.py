@@ -9,6 +9,7 @@ from torch import nn
 from .causal_lm import IGNORE_INDEX, causal_lm_losses
 
 __all__ = ["IGNORE_INDEX", "attention_targets", "causal_lm_losses"]
+causal_lm_losses.__module__ = __name__  # its public home: how saved settings and reprs name it
 
 _PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 

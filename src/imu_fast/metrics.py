@@ -22,6 +22,8 @@ from typing import Mapping
 import numpy as np
 import torch
 from torch import nn
+
+from .extras import require
 from .forget_set import as_forget_set, classification_logits, prepare_classification
 from .model_io import model_device
 from .modes import preserved_modes
@@ -57,7 +59,7 @@ def accuracy_percent(model: nn.Module, data, batch_size: int = 1024) -> float:
 
 def mia_from_features(forget_p: np.ndarray, member_p: np.ndarray, nonmember_p: np.ndarray) -> float:
     """Fit ``SVC(C=3, gamma="auto", kernel="rbf")`` on members (1) vs non-members (0); 100 × share of D_f → 0."""
-    from sklearn import svm  # looked up at call time, so the attack's classifier can be inspected
+    svm = require("sklearn.svm", "eval", "MIA-Efficacy")  # looked up at call time, so the attack can be inspected
 
     for arr, what in ((forget_p, "forget"), (member_p, "member"), (nonmember_p, "non-member")):
         if len(arr) == 0:

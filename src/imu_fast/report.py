@@ -25,6 +25,10 @@ class UnlearnReport:
     batchnorm: str = ""  # how BatchNorm running statistics behaved during the updates
     diverged: bool = False
     message: str = ""
+    steps: int = 0  # optimiser steps made
+    stopped_by: str = ""  # the stop criterion that ended the run early ("" if none did)
+    final_forget: dict = field(default_factory=dict)  # the last stop check: forget_accuracy, forget_loss
+    resumed_from_step: int | None = None  # the checkpoint's step count, if the run was resumed
 
     @property
     def epochs_run(self) -> int:

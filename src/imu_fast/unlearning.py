@@ -4,18 +4,23 @@ from __future__ import annotations
 
 from torch import nn
 
+from . import checks, distributed
 from .capture.head import check_head, find_head
 from .config import PRESETS, UnlearnConfig
-from .forget_set import ForgetSet, as_forget_set, prepare_classification
+from .forget_set import ForgetSet, as_forget_set, check_same_set, prepare_classification
+from .methods.checkpoint import Checkpoints
 from .methods.common import batchnorm_note, parameter_names, restored_on_error, trainable
 from .methods.finetune import InitFn, run_finetune, run_retrain
 from .methods.influence_params import InfluenceParams
+from .methods.loop import RunControl
 from .methods.npo import run_npo
 from .methods.random_labels import run_random_labels
 from .methods.weighted_ascent import run_weighted_ascent
 from .model_io import model_device
 from .modes import preserved_modes
 from .report import UnlearnReport
+from .stages import forget_fingerprint, function_name, model_fingerprint
+from .stop import StopCriteria
 
 WEIGHTED_ASCENT = ("imu", "ga", "imu-uniform")
 RETAIN_FREE = ("imu", "ga", "imu-uniform", "npo", "rl")
@@ -62,6 +67,39 @@ def _influence_params(model, data: ForgetSet, cfg: UnlearnConfig, method: str, h
     return InfluenceParams(head=_resolve_head(model, data, head))
 
 
+def _check_stop(stop, method: str, loss_fn) -> StopCriteria | None:
+    if stop is None:
+        return None
+    if not isinstance(stop, StopCriteria):
+        raise TypeError(f"stop must be an imu_fast.StopCriteria, got {type(stop).__name__}")
+    if stop.reads_forget_set and method in RETAIN_USING:
+        raise ValueError(f"method {method!r} never reads the forget set, so it cannot stop on forget accuracy or loss; "
+                         "only max_steps applies to it")
+    if stop.forget_accuracy_at_most is not None and loss_fn is not None:
+        raise ValueError("forget_accuracy_at_most needs classification data; with loss_fn= stop on "
+                         "forget_loss_at_least (or max_steps) instead")
+    return stop
+
+
+def _checkpoints(directory, every, model, forget: ForgetSet, retain: ForgetSet | None, method: str,
+                 cfg: UnlearnConfig, theta, loss_fn, stop, init_fn) -> Checkpoints | None:
+    """The run's checkpoints, keyed by everything that determines its result."""
+    if directory is None:
+        return None
+    config = {k: v for k, v in vars(cfg).items() if k != "progress"}  # progress bars do not change the run
+    settings = {"method": method, "config": config, "theta": None if theta is None else theta.names(model),
+                "loss_fn": function_name(loss_fn), "stop": None if stop is None else stop.as_dict(),
+                "init_fn": function_name(init_fn), "processes": distributed.world_size()}
+    prints = {"model": model_fingerprint(model)}
+    # Retain-using methods never read a forget sample: only its size is part of their run.
+    prints["forget"] = {"n": len(forget)} if retain is not None else forget_fingerprint(forget)
+    if retain is not None:
+        prints["retain"] = forget_fingerprint(retain)
+    checkpoints = Checkpoints(directory, every, settings, prints)
+    checkpoints.load()
+    return checkpoints
+
+
 def unlearn(
     model: nn.Module,
     forget,
@@ -73,6 +111,9 @@ def unlearn(
     loss_fn=None,
     retain=None,
     init_fn: InitFn | None = None,
+    stop: StopCriteria | None = None,
+    checkpoint_dir=None,
+    checkpoint_every: int = 100,
     **settings,
 ) -> UnlearnReport:
     """Unlearn ``forget`` from ``model`` in place and report what was done.
@@ -102,6 +143,23 @@ def unlearn(
     was updated and ``report.batchnorm`` how BatchNorm statistics behaved. Train/eval modes,
     ``requires_grad`` flags and ``.grad`` are restored afterwards; a run that raises (bad data found
     in a later batch) also puts the weights and buffers back as they were.
+
+    ``config.optimizer`` is ``"sgd"`` (momentum, the authors' vision recipe; the default) or
+    ``"adamw"`` (their language-model runs; ``betas``, ``eps``). ``stop`` (a ``StopCriteria``) ends
+    the run early once the forget set alone says so: forget accuracy at or below a target, forget
+    loss at or above one, or a step budget (``report.stopped_by``, ``report.steps``).
+
+    ``checkpoint_dir`` checkpoints the run atomically every ``checkpoint_every`` batches, at every
+    epoch's end and at its end (model, optimiser, weights, random states, step); called again with
+    the same directory and the same model, data and settings, a run that was killed resumes from
+    its last checkpoint and ends bit for bit where it would have ended (on the CPU); a finished
+    run's checkpoint returns its result. A checkpoint of another run is refused, naming what differs.
+
+    Inside a torch.distributed process group (every process calling ``unlearn`` with the same model
+    and data, the model plain or wrapped in ``DistributedDataParallel``), each process reads and
+    trains on its share of every mini-batch, gradients are summed before each step, and every
+    process ends with the same weights (BatchNorm normalises each share with its own statistics,
+    as under DDP; buffers are taken from process 0). Fully sharded models (FSDP) are refused.
     """
     if not isinstance(method, str) or method not in PRESETS:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(PRESETS)}")
@@ -121,8 +179,14 @@ def unlearn(
         raise TypeError(f"config must be an UnlearnConfig, got {type(config).__name__}")
     cfg = (config or PRESETS[method]).replace(**settings) if settings else (config or PRESETS[method])
     _check_settings_used(method, cfg)
+    stop = _check_stop(stop, method, loss_fn)
+    checks.integer("checkpoint_every", checkpoint_every, low=1)
+    model = distributed.unwrap(model)
     forget = as_forget_set(forget, batch_size=cfg.batch_size)
     retain = as_forget_set(retain, batch_size=cfg.batch_size, what="retain") if retain is not None else None
+    if distributed.active():
+        distributed.check_same_weights(model, "the model's weights")
+        check_same_set(retain if method in RETAIN_USING else forget)
     report = UnlearnReport(method=method, config=dict(vars(cfg)), n_forget=forget.size or 0,
                            n_kept=0 if method in (*WEIGHTED_ASCENT, *RETAIN_USING) else (forget.size or 0),
                            indices=None if forget.indices is None else forget.indices.clone(),
@@ -137,17 +201,20 @@ def unlearn(
         params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
     trained, report.left_frozen = trainable(model, params, method)
     report.trained = parameter_names(model, trained)
+    control = RunControl(stop=stop, forget=forget, loss_fn=loss_fn,
+                         checkpoints=_checkpoints(checkpoint_dir, checkpoint_every, model, forget, retain, method, cfg,
+                                                  theta, loss_fn, stop, init_fn))
     with restored_on_error(model, trained):
         if method == "retrain":
-            run_retrain(model, retain, cfg, report, init_fn)
+            run_retrain(model, retain, cfg, report, init_fn, control)
         elif method in WEIGHTED_ASCENT:
-            run_weighted_ascent(model, forget, theta, trained, cfg, report, loss_fn)
+            run_weighted_ascent(model, forget, theta, trained, cfg, report, loss_fn, control)
         elif method == "npo":
-            run_npo(model, forget, trained, cfg, report, loss_fn)
+            run_npo(model, forget, trained, cfg, report, loss_fn, control)
         elif method == "rl":
-            run_random_labels(model, forget, trained, cfg, report)
+            run_random_labels(model, forget, trained, cfg, report, control)
         else:
-            run_finetune(model, retain, trained, cfg, report)
+            run_finetune(model, retain, trained, cfg, report, control)
     if forget.size is not None:  # a stream's size is known once it has been read
         report.n_forget = len(forget)
         report.indices = forget.indices.clone()

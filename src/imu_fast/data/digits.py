@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..extras import require
+
 NUM_CLASSES = 10
 _MAX_PIXEL = 16.0  # load_digits stores 4-bit grey levels
 
@@ -41,8 +43,8 @@ def load_digits_split(seed: int = 0, test_fraction: float = 0.2) -> DigitsSplit:
     The split depends only on ``seed``; the same seed gives the same split on every machine.
     """
     # Imported here: sklearn.datasets is slow to import and only this function needs it.
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    load_digits = require("sklearn.datasets", "eval", "the handwritten digits").load_digits
+    train_test_split = require("sklearn.model_selection", "eval", "the handwritten digits").train_test_split
 
     _check_fraction("test_fraction", test_fraction)
     images, labels = load_digits(return_X_y=True)

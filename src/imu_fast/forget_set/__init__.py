@@ -5,7 +5,9 @@ index of every row (``batch``); ``validate`` and ``losses`` check them the same 
 """
 
 from .batch import ForgetBatch
+from .digest import batch_digest, indices_digest
 from .losses import BatchLosses, ClassificationBatch, classification_logits, prepare_classification, sample_losses
+from .shard import check_same_set, local_share, set_digest
 from .source import ForgetSet, as_forget_set
 
 __all__ = [
@@ -14,7 +16,12 @@ __all__ = [
     "ForgetBatch",
     "ForgetSet",
     "as_forget_set",
+    "batch_digest",
+    "check_same_set",
     "classification_logits",
+    "indices_digest",
+    "local_share",
     "prepare_classification",
     "sample_losses",
+    "set_digest",
 ]

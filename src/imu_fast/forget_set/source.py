@@ -142,15 +142,36 @@ class ForgetSet:
                      ) -> Iterator[ForgetBatch]:
         chunks = [(k, chunk) for k, chunk in enumerate(torch.split(positions, batch_size))
                   if wanted is None or k in wanted]
+        yield from self.batches_of(chunks)
+
+    def batches_of(self, chunks: list[tuple[int, torch.Tensor]]) -> Iterator[ForgetBatch]:
+        """Batch ``number`` of each ``(number, positions)`` in ``chunks``, read in one pass (one
+        DataLoader for all of them); an empty chunk gives a batch of no sample and no data."""
+        if self.is_stream:
+            raise TypeError(f"the {self.what} stream is read in its own order; it has no batches by position")
         if self._columns is not None:
             for k, chunk in chunks:
                 yield ForgetBatch(self._columns.take(self.indices[chunk]), self.indices[chunk], chunk, k)
             return
-        index_chunks = [self.indices[chunk].tolist() for _, chunk in chunks]
-        loader = DataLoader(self._dataset, batch_sampler=index_chunks, collate_fn=self._collate_fn,
-                            **self._loader_settings)
-        for (k, chunk), data in zip(chunks, loader):
+        full = [(k, chunk) for k, chunk in chunks if chunk.numel()]
+        loader = DataLoader(self._dataset, batch_sampler=[self.indices[chunk].tolist() for _, chunk in full],
+                            collate_fn=self._collate_fn, **self._loader_settings)
+        loaded = zip(full, loader)
+        for k, chunk in chunks:
+            if not chunk.numel():
+                yield ForgetBatch(None, self.indices[chunk], chunk, k)
+                continue
+            (_, chunk), data = next(loaded)
             yield ForgetBatch(data, self.indices[chunk], chunk, k)
+
+    def subset(self, positions: torch.Tensor) -> "ForgetSet":
+        """The samples at ``positions`` (ascending) as a set of their own, read from the same source;
+        batch positions then count within the subset."""
+        if self.is_stream:
+            raise TypeError(f"the {self.what} stream cannot be split by position; give a map-style dataset")
+        return ForgetSet(what=self.what, batch_size=self.batch_size, columns=self._columns, dataset=self._dataset,
+                         indices=self.indices[positions], collate_fn=self._collate_fn,
+                         loader_settings=self._loader_settings)
 
     def _stream_batches(self) -> Iterator[ForgetBatch]:
         """The stream in its order; a second pass must replay the first exactly."""
@@ -208,6 +229,12 @@ class ForgetSet:
                     batch = batch.select(keep.nonzero().flatten())
                 yield batch
             return
+        yield from self._map_batches(self.epoch_order(positions, shuffle=shuffle, generator=generator), batch_size)
+
+    def epoch_order(self, positions: torch.Tensor | None = None, *, shuffle: bool = True,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """The positions one epoch visits, in order: ``positions`` (all if None), shuffled by
+        ``generator`` as a ``DataLoader(shuffle=True)`` would."""
         if positions is None:
             positions = torch.arange(len(self))
         if shuffle:
@@ -215,7 +242,7 @@ class ForgetSet:
             torch.empty((), dtype=torch.int64).random_(generator=generator)
             order = torch.tensor(list(RandomSampler(range(positions.numel()), generator=generator)), dtype=torch.long)
             positions = positions[order]
-        yield from self._map_batches(positions, batch_size)
+        return positions
 
 
 def as_forget_set(data, *, batch_size: int = 256, what: str = "forget") -> ForgetSet:

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..dispatch import resolve_backend
 from ..capture.head import check_head, find_head, head_forward
-from ..forget_set import ForgetBatch, ForgetSet, prepare_classification
+from ..forget_set import ForgetBatch, ForgetSet, local_share, prepare_classification
 from ..forget_set.validate import check_finite_rows, check_label_range
 from ..model_io import model_device
 from ..modes import preserved_modes
@@ -57,27 +58,40 @@ def head_residuals(model: nn.Module, head: nn.Linear, label: str, batch: ForgetB
 
 
 def batch_head_influence(model: nn.Module, head: nn.Linear, batch: ForgetBatch, *, damping: float,
-                         backend: str) -> torch.Tensor:
+                         backend: str, across_processes: bool = False) -> torch.Tensor:
     """Scores of one batch computed from that batch alone (the 'dynamic' refresh of IMU_SPEC 3);
-    the caller puts the model in eval mode."""
+    the caller puts the model in eval mode. With ``across_processes`` the batch is this process's
+    share of a batch split over a process group (possibly empty): the sums are reduced and the
+    whole batch's scores, in rank order, come back."""
     label = check_head(model, head)
     bias = head.bias is not None
-    e, h = head_residuals(model, head, label, batch, compute_dtype(head, None))
-    g, f = head_moments(e, h, bias, backend=backend)
-    m, _, _ = damped_ratio({label: g}, {label: f}, e.shape[0], damping)
-    return head_influence(e, h, m[label], bias, backend=backend)
+    sums, e = {}, None
+    with distributed.together("the batch's influence", across_processes):
+        if batch.size:
+            e, h = head_residuals(model, head, label, batch, compute_dtype(head, None))
+            sums = dict(zip(("grad", "fisher"), head_moments(e, h, bias, backend=backend)))
+    n = batch.size
+    if across_processes:
+        sums, n = distributed.reduce_sums(sums, model_device(model)), distributed.reduce_count(n)
+    m, _, _ = damped_ratio({label: sums["grad"]}, {label: sums["fisher"]}, n, damping)
+    scores = head_influence(e, h, m[label], bias, backend=backend) if e is not None else m[label].new_zeros(0)
+    return distributed.gather_rows(scores) if across_processes else scores
 
 
 def head_influence_scores(model: nn.Module, forget: ForgetSet, *, head: nn.Module | None, damping: float,
-                          backend: str, dtype: torch.dtype | None, memory_budget: int, progress: bool
-                          ) -> InfluenceResult:
+                          backend: str, dtype: torch.dtype | None, memory_budget: int, progress: bool,
+                          shard: bool | None = None) -> InfluenceResult:
+    """Inside a process group each process reads its block of the forget set; the sums are reduced
+    and the scores gathered, so every process gets the one-process result."""
     device = model_device(model)
     started = time.perf_counter()
+    whole, forget = forget, local_share(forget, shard)
+    sharded = forget is not whole
     cache = BudgetCache(memory_budget)
     grad_sum = fisher_sum = None
     n = 0
     bar = tqdm(total=forget.size, desc="influence", unit="sample", disable=not progress, leave=False)
-    with preserved_modes(model):
+    with preserved_modes(model), distributed.together("the influence pass over the forget set", sharded):
         model.eval()
         for batch in forget.batches():
             prepared = prepare_classification(model, batch, device, "forget")
@@ -95,10 +109,17 @@ def head_influence_scores(model: nn.Module, forget: ForgetSet, *, head: nn.Modul
             cache.offer((e, h), (e.numel() + h.numel()) * e.element_size())
             n += batch.size
             bar.update(batch.size)
+    if sharded:
+        grad_sum, fisher_sum = distributed.reduce_sums({"grad": grad_sum, "fisher": fisher_sum}).values()
+        n = distributed.reduce_count(n)
+    with preserved_modes(model), distributed.together("the scoring pass over the forget set", sharded):
+        model.eval()
         m, fisher, mean_grad = damped_ratio({label: grad_sum}, {label: fisher_sum}, n, damping)
         items = cache.replay(forget, lambda batch: head_residuals(model, head, label, batch, dtype))
         scores = torch.cat([head_influence(e, h, m[label], bias, backend=backend).cpu() for e, h in items])
     bar.close()
-    return InfluenceResult(scores=scores, indices=forget.indices.clone(), fisher=fisher[label].cpu(),
+    if sharded:
+        scores = distributed.gather_rows(scores)
+    return InfluenceResult(scores=scores, indices=whole.indices.clone(), fisher=fisher[label].cpu(),
                            mean_grad=mean_grad[label].cpu(), head=label, backend=resolve_backend(backend, device),
                            damping=damping, seconds=time.perf_counter() - started)

@@ -15,9 +15,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..dispatch import resolve_backend
 from ..capture import Selection, select_targets
-from ..forget_set import ForgetBatch, ForgetSet
+from ..forget_set import ForgetBatch, ForgetSet, local_share
 from ..model_io import model_device
 from ..modes import preserved_modes
 from ..statistics.batch_pass import batch_terms
@@ -32,25 +33,36 @@ def _scores(terms: dict, m: dict) -> torch.Tensor:
 
 
 def batch_layer_influence(model: nn.Module, selection: Selection, batch: ForgetBatch, loss_fn, *, damping: float,
-                          backend: str, verify: bool = False) -> torch.Tensor:
-    """Scores of one batch from that batch alone (the dynamic refresh); the caller sets eval mode."""
+                          backend: str, verify: bool = False, across_processes: bool = False) -> torch.Tensor:
+    """Scores of one batch from that batch alone (the dynamic refresh); the caller sets eval mode.
+    ``across_processes``: as for ``batch_head_influence``, the batch is this process's share."""
     terms: dict = {}
     sums = TermSums(backend)
-    batch_terms(model, selection, batch, loss_fn, lambda name, term: (sums.update(name, term),
-                                                                      terms.__setitem__(name, term)),
-                backend=backend, verify=verify)
-    m, _, _ = damped_ratio(sums.grad, sums.fisher, batch.size, damping)
-    return _scores(terms, m)
+    with distributed.together("the batch's influence", across_processes):
+        if batch.size:
+            batch_terms(model, selection, batch, loss_fn, lambda name, term: (sums.update(name, term),
+                                                                              terms.__setitem__(name, term)),
+                        backend=backend, verify=verify)
+    sums.add_samples(batch.size)
+    if across_processes:
+        sums.all_reduce(model_device(model))
+    m, _, _ = damped_ratio(sums.grad, sums.fisher, sums.n, damping)
+    scores = _scores(terms, m) if terms else next(iter(m.values())).new_zeros(0)
+    return distributed.gather_rows(scores.detach()) if across_processes else scores
 
 
 def layer_influence_scores(model: nn.Module, forget: ForgetSet, *, targets, loss_fn, damping: float, backend: str,
-                           memory_budget: int, progress: bool) -> InfluenceResult:
+                           memory_budget: int, progress: bool, shard: bool | None = None) -> InfluenceResult:
+    """Inside a process group each process reads its block of the forget set; the sums are reduced
+    and the scores gathered, so every process gets the one-process result."""
     selection = select_targets(model, targets)
     started = time.perf_counter()
+    whole, forget = forget, local_share(forget, shard)
+    sharded = forget is not whole
     sums = TermSums(backend)
     cache = BudgetCache(memory_budget)
     bar = tqdm(total=forget.size, desc="influence", unit="sample", disable=not progress, leave=False)
-    with preserved_modes(model):
+    with preserved_modes(model), distributed.together("the influence pass over the forget set", sharded):
         model.eval()
         for batch in forget.batches():
             kept: dict | None = {} if cache.has_room() else None
@@ -64,6 +76,10 @@ def layer_influence_scores(model: nn.Module, forget: ForgetSet, *, targets, loss
             cache.offer(kept, sum(term.nbytes() for term in kept.values()) if kept is not None else 0)
             sums.add_samples(batch.size)
             bar.update(batch.size)
+    if sharded:
+        sums.all_reduce()
+    with preserved_modes(model), distributed.together("the scoring pass over the forget set", sharded):
+        model.eval()
         m, fisher, mean_grad = damped_ratio(sums.grad, sums.fisher, sums.n, damping)
 
         def recompute(batch):
@@ -72,10 +88,12 @@ def layer_influence_scores(model: nn.Module, forget: ForgetSet, *, targets, loss
                         backend=backend)
             return -sum(dots)
 
-        scores = [(item if isinstance(item, torch.Tensor) else _scores(item, m)).detach().cpu()
-                  for item in cache.replay(forget, recompute)]
+        scores = torch.cat([(item if isinstance(item, torch.Tensor) else _scores(item, m)).detach().cpu()
+                            for item in cache.replay(forget, recompute)])
     bar.close()
-    return InfluenceResult(scores=torch.cat(scores), indices=forget.indices.clone(),
+    if sharded:
+        scores = distributed.gather_rows(scores)
+    return InfluenceResult(scores=scores, indices=whole.indices.clone(),
                            fisher={k: v.cpu() for k, v in fisher.items()},
                            mean_grad={k: v.cpu() for k, v in mean_grad.items()}, head=", ".join(selection.names()),
                            backend=resolve_backend(backend, model_device(model)), damping=damping,

@@ -17,13 +17,14 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..capture import select_targets
 from ..capture.head import check_head
 from ..capture.linear_ce import head_bypassed, head_terms, log_sum_exp
 from ..causal_lm import lm_inputs, returns_head_logits, token_weights
 from ..dispatch import resolve_backend
 from ..errors import BatchPositionsError
-from ..forget_set import ForgetBatch, ForgetSet
+from ..forget_set import ForgetBatch, ForgetSet, local_share
 from ..forget_set.validate import check_finite_inputs, check_finite_rows, name_positions, on_device
 from ..model_io import model_device
 from ..modes import preserved_modes
@@ -72,13 +73,17 @@ def batch_head_terms(model: nn.Module, head: nn.Linear, batch: ForgetBatch, name
 
 
 def lm_head_influence_scores(model: nn.Module, forget: ForgetSet, *, head: nn.Module, damping: float, backend: str,
-                             memory_budget: int, progress: bool) -> InfluenceResult:
+                             memory_budget: int, progress: bool, shard: bool | None = None) -> InfluenceResult:
+    """Inside a process group each process reads its block of the forget set; the sums are reduced
+    and the scores gathered, so every process gets the one-process result."""
     label = check_head(model, head)
     started = time.perf_counter()
+    whole, forget = forget, local_share(forget, shard)
+    sharded = forget is not whole
     sums = TermSums(backend)
     cache = BudgetCache(memory_budget)
     bar = tqdm(total=forget.size, desc="influence", unit="sample", disable=not progress, leave=False)
-    with preserved_modes(model):
+    with preserved_modes(model), distributed.together("the influence pass over the forget set", sharded):
         model.eval()
         names = _names(model, head)
         for batch in forget.batches():
@@ -88,11 +93,17 @@ def lm_head_influence_scores(model: nn.Module, forget: ForgetSet, *, head: nn.Mo
             cache.offer(terms, sum(term.nbytes() for term in terms.values()))
             sums.add_samples(batch.size)
             bar.update(batch.size)
+    if sharded:
+        sums.all_reduce(model_device(model))
+    with preserved_modes(model), distributed.together("the scoring pass over the forget set", sharded):
+        model.eval()
         m, fisher, mean_grad = damped_ratio(sums.grad, sums.fisher, sums.n, damping)
         items = cache.replay(forget, lambda batch: batch_head_terms(model, head, batch, names))
         scores = torch.cat([(-sum(term.dot(m[name]) for name, term in terms.items())).cpu() for terms in items])
     bar.close()
-    return InfluenceResult(scores=scores, indices=forget.indices.clone(), fisher={k: v.cpu() for k, v in fisher.items()},
+    if sharded:
+        scores = distributed.gather_rows(scores)
+    return InfluenceResult(scores=scores, indices=whole.indices.clone(), fisher={k: v.cpu() for k, v in fisher.items()},
                            mean_grad={k: v.cpu() for k, v in mean_grad.items()}, head=label,
                            backend=resolve_backend(backend, model_device(model)), damping=damping,
                            seconds=time.perf_counter() - started)

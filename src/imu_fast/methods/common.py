@@ -66,6 +66,9 @@ def restored_on_error(model: nn.Module, trained: list[nn.Parameter]):
 
 
 def make_optimizer(trained: list[nn.Parameter], cfg) -> torch.optim.Optimizer:
+    """SGD with momentum (the authors' vision recipe) or AdamW (their language-model runs)."""
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(trained, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
     return torch.optim.SGD(trained, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
 
 

@@ -1,7 +1,7 @@
 """The retain-using references: FT (fine-tune on D_r) and Retrain (train from scratch on D_r).
 
 Both minimise plain cross-entropy over the retain set, L = mean_{i∈B} CE(f_θ(x_i), y_i), with
-``cfg``'s SGD settings; Retrain first re-initialises the model. Neither reads a single forget
+``cfg``'s optimiser settings; Retrain first re-initialises the model. Neither reads a single forget
 sample: the forget set only supplies its size for the report, and ``epoch_forget_loss`` is NaN
 (not measured). Like every method behind ``unlearn``, both change the given model in place, and
 parameters the user froze keep their values (Retrain re-initialises only the trainable ones).
@@ -19,19 +19,20 @@ from ..forget_set import ForgetSet
 from ..model_io import model_device
 from ..report import UnlearnReport
 from ._descent import run_descent
+from .loop import RunControl
 
 InitFn = Callable[[nn.Module], "nn.Module | None"]
 
 
 def run_finetune(model: nn.Module, retain: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
-                 report: UnlearnReport) -> UnlearnReport:
+                 report: UnlearnReport, control: RunControl | None = None) -> UnlearnReport:
     """FT: continue training the model on the retain set (catastrophic forgetting of D_f, if any).
     L = mean CE on each retain batch; no forget sample is read."""
 
     def step(out, batch):
         return out.losses.mean(), None  # None: these batches are not forget data
 
-    return run_descent(model, retain, trained, cfg, report, step)
+    return run_descent(model, retain, trained, cfg, report, step, control=control)
 
 
 def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0) -> None:
@@ -66,7 +67,7 @@ def reinitialise(model: nn.Module, init_fn: InitFn | None = None, seed: int = 0)
 
 
 def run_retrain(model: nn.Module, retain: ForgetSet, cfg: UnlearnConfig, report: UnlearnReport,
-                init_fn: InitFn | None = None) -> UnlearnReport:
+                init_fn: InitFn | None = None, control: RunControl | None = None) -> UnlearnReport:
     """Retrain: re-initialise the model (seeded by ``cfg.seed``), then train it on the retain set.
 
     The gold standard of the evaluation protocol when ``cfg`` repeats the original training recipe.
@@ -78,4 +79,4 @@ def run_retrain(model: nn.Module, retain: ForgetSet, cfg: UnlearnConfig, report:
     with torch.no_grad():  # what the user froze keeps its values: only the trainable part starts afresh
         for p, value in frozen:
             p.copy_(value)
-    return run_finetune(model, retain, [p for p in model.parameters() if p.requires_grad], cfg, report)
+    return run_finetune(model, retain, [p for p in model.parameters() if p.requires_grad], cfg, report, control)

@@ -16,6 +16,7 @@ from torch import nn
 from ..capture import Selection, select_targets
 from ..config import UnlearnConfig
 from ..forget_set import ForgetBatch, ForgetSet
+from ..model_io import module_name
 from ..influence import batch_head_influence, batch_layer_influence, influence_scores
 
 
@@ -32,6 +33,12 @@ class InfluenceParams:
             self._selection = select_targets(model, self.targets)
         return self._selection
 
+    def names(self, model: nn.Module) -> list[str]:
+        """The influence parameters' names (a checkpoint's key)."""
+        if self.targets is None:
+            return [f"{module_name(model, self.head)}.{name}" for name, _ in self.head.named_parameters()]
+        return self.selection(model).names()
+
     def parameters(self, model: nn.Module) -> list[nn.Parameter]:
         if self.targets is None:
             return list(self.head.parameters())
@@ -43,11 +50,14 @@ class InfluenceParams:
             return influence_scores(model, forget, head=self.head, **common).scores
         return influence_scores(model, forget, targets=self.targets, loss_fn=self.loss_fn, **common).scores
 
-    def batch_scores(self, model: nn.Module, batch: ForgetBatch, cfg: UnlearnConfig) -> torch.Tensor:
-        """Scores of one batch from that batch alone, in eval mode (the caller restores the mode)."""
+    def batch_scores(self, model: nn.Module, batch: ForgetBatch, cfg: UnlearnConfig,
+                     across_processes: bool = False) -> torch.Tensor:
+        """Scores of one batch from that batch alone, in eval mode (the caller restores the mode);
+        ``across_processes``: ``batch`` is this process's share, the whole batch's scores return."""
         model.eval()
         if self.targets is None:
-            return batch_head_influence(model, self.head, batch, damping=cfg.damping, backend=cfg.backend)
-        verify, self._verified = not self._verified, True  # check the terms on the run's first batch
+            return batch_head_influence(model, self.head, batch, damping=cfg.damping, backend=cfg.backend,
+                                        across_processes=across_processes)
+        verify, self._verified = not self._verified and batch.size > 0, self._verified or batch.size > 0
         return batch_layer_influence(model, self.selection(model), batch, self.loss_fn, damping=cfg.damping,
-                                     backend=cfg.backend, verify=verify)
+                                     backend=cfg.backend, verify=verify, across_processes=across_processes)

@@ -22,12 +22,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .. import distributed
 from ..config import UnlearnConfig
-from ..forget_set import ForgetSet, sample_losses
+from ..forget_set import ForgetSet, local_share, sample_losses
 from ..model_io import model_device
 from ..modes import preserved_modes
 from ..report import UnlearnReport
 from ._descent import run_descent
+from .loop import RunControl
 
 
 def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0.1) -> torch.Tensor:
@@ -44,25 +46,31 @@ def npo_loss(log_prob: torch.Tensor, ref_log_prob: torch.Tensor, beta: float = 0
 @torch.no_grad()
 def reference_log_probs(model: nn.Module, forget: ForgetSet, loss_fn=None) -> torch.Tensor:
     """log π(y_i|x_i) = −l_i of every forget sample under ``model`` as it is now, in eval mode, in
-    the forget set's order."""
+    the forget set's order (each process of a group computes its share; all get the whole)."""
     device = model_device(model)
-    with preserved_modes(model):
+    share = local_share(forget)
+    with preserved_modes(model), distributed.together("NPO's reference pass", share is not forget):
         model.eval()
-        return torch.cat([-sample_losses(model, batch, loss_fn, device).losses for batch in forget.batches()])
+        ref = torch.cat([-sample_losses(model, batch, loss_fn, device).losses for batch in share.batches()])
+    return distributed.gather_rows(ref) if share is not forget else ref
 
 
 def run_npo(model: nn.Module, forget: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
-            report: UnlearnReport, loss_fn=None) -> UnlearnReport:
-    """Minimises the NPO loss over the forget set with SGD (``cfg``'s settings; β = ``cfg.npo_beta``).
+            report: UnlearnReport, loss_fn=None, control: RunControl | None = None) -> UnlearnReport:
+    """Minimises the NPO loss over the forget set (``cfg``'s optimiser; β = ``cfg.npo_beta``).
 
     log π_θ(y_i|x_i) is minus the per-sample loss: the cross-entropy for classifiers, or
     ``loss_fn`` (e.g. a sequence's mean token loss for language models).
     """
-    started = time.perf_counter()
-    ref = reference_log_probs(model, forget, loss_fn)
-    report.update_seconds += time.perf_counter() - started  # part of the run's cost (RTE)
+    state: dict[str, torch.Tensor] = {}
+
+    def start():
+        started = time.perf_counter()
+        state["reference"] = reference_log_probs(model, forget, loss_fn)
+        report.update_seconds += time.perf_counter() - started  # part of the run's cost (RTE)
 
     def step(out, batch):
+        ref = state["reference"]
         return npo_loss(-out.losses, ref[batch.positions.to(ref.device)], cfg.npo_beta), out.losses
 
-    return run_descent(model, forget, trained, cfg, report, step, loss_fn)
+    return run_descent(model, forget, trained, cfg, report, step, loss_fn, control, start, state)

@@ -17,6 +17,7 @@ from ..config import UnlearnConfig
 from ..forget_set import ForgetSet
 from ..report import UnlearnReport
 from ._descent import run_descent
+from .loop import RunControl
 
 
 def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -25,7 +26,7 @@ def random_wrong_labels(y: torch.Tensor, offsets: torch.Tensor, num_classes: int
 
 
 def run_random_labels(model: nn.Module, forget: ForgetSet, trained: list[nn.Parameter], cfg: UnlearnConfig,
-                      report: UnlearnReport) -> UnlearnReport:
+                      report: UnlearnReport, control: RunControl | None = None) -> UnlearnReport:
     """Cross-entropy descent on the forget set with each label replaced by a fixed random wrong one."""
     offsets: list[torch.Tensor] = []  # drawn at the first batch, once the number of classes is known
 
@@ -43,4 +44,4 @@ def run_random_labels(model: nn.Module, forget: ForgetSet, trained: list[nn.Para
         wrong = random_wrong_labels(y, offsets[0][batch.positions.to(y.device)], num_classes)
         return F.cross_entropy(logits, wrong), out.losses.detach()
 
-    return run_descent(model, forget, trained, cfg, report, step)
+    return run_descent(model, forget, trained, cfg, report, step, control=control)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import torch
 
+from .. import distributed
+
 
 class TermSums:
     def __init__(self, backend: str = "auto", *, fisher: bool = True, grad: bool = True):
@@ -34,6 +36,15 @@ class TermSums:
 
     def add_samples(self, count: int) -> None:
         self.n += count
+
+    def all_reduce(self, device: torch.device | None = None) -> None:
+        """Sums the counts and every sum over the processes of a group (in place); a process that
+        saw no sample contributes zeros (on ``device``, the model's)."""
+        self.n = distributed.reduce_count(self.n)
+        if self.fisher is not None:
+            self.fisher = distributed.reduce_sums(self.fisher, device)
+        if self.grad is not None:
+            self.grad = distributed.reduce_sums(self.grad, device)
 
     def state_dict(self) -> dict:
         return {"n": self.n, "fisher": dict(self.fisher or {}), "grad": dict(self.grad or {})}

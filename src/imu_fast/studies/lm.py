@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..extras import require
+
 if TYPE_CHECKING:
     from .lm_model import FinetuneSettings
 
@@ -629,7 +631,7 @@ PPL_PLOT_CAP = PPL_CAP  # larger perplexities (wrecked models) are drawn at the 
 
 
 def write_plots(results: dict, out_dir: Path) -> list[Path]:
-    import matplotlib
+    matplotlib = require("matplotlib", "studies", "the language-model study's plots")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

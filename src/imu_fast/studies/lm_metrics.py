@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..extras import require
 from ..model_io import model_device
 from ..model_io import logits_of
 from .lm_facts import IGNORE_INDEX
@@ -122,7 +123,7 @@ def perplexity(model: nn.Module, chunks: torch.Tensor, batch_size: int = 8) -> f
 
 def mia_auc(member_loss: np.ndarray, nonmember_loss: np.ndarray) -> float:
     """ROC AUC of the attack "lower loss = member" (members labelled 1)."""
-    from sklearn.metrics import roc_auc_score
+    roc_auc_score = require("sklearn.metrics", "studies", "the language-model study's MIA").roc_auc_score
 
     y = np.concatenate([np.ones(len(member_loss)), np.zeros(len(nonmember_loss))])
     return float(roc_auc_score(y, -np.concatenate([member_loss, nonmember_loss])))

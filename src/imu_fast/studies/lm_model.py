@@ -25,6 +25,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..demo import default_cache_dir
+from ..extras import require
 from ..model_io import model_device
 from ..lm import causal_lm_losses
 from .lm_metrics import answer_losses
@@ -102,7 +103,8 @@ def load_smollm(progress: bool = False):
 
 def tiny_llama(vocab_size: int, seed: int = 0, layers: int = 4, hidden: int = 64) -> nn.Module:
     """A small randomly initialised Llama (built from a config, no download)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    transformers = require("transformers", "hf", "the language-model study")
+    LlamaConfig, LlamaForCausalLM = transformers.LlamaConfig, transformers.LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..extras import require
 from .vision_report import aggregate, cells_of, runs_of
 
 # (file suffix, x metric, x label, x transform)
@@ -34,7 +35,7 @@ def _curves(results: dict, scenario: str, variant: str, metric: str, transform) 
 
 def plot_scenario(results: dict, scenario: str, out_dir: Path) -> list[str]:
     """Writes the scenario's PNGs into ``out_dir``; returns their file names."""
-    import matplotlib
+    matplotlib = require("matplotlib", "studies", "the vision study's plots")
 
     matplotlib.use("Agg", force=True)
     from matplotlib import pyplot as plt
