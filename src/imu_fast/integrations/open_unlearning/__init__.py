@@ -1,0 +1,36 @@
+"""IMU as a method of open-unlearning (github.com/locuslab/open-unlearning).
+
+Register it with one line at the end of open-unlearning's ``src/trainer/__init__.py``::
+
+    from imu_fast.integrations.open_unlearning import IMU; _register_trainer(IMU)
+
+and copy ``config_path()`` (``IMU.yaml``) to its ``configs/trainer/``; then ``trainer=IMU`` selects it.
+The class is built from open-unlearning's ``UnlearnTrainer`` when first accessed, so this module
+imports without open-unlearning; accessing ``IMU`` where open-unlearning's ``trainer`` package is
+not importable is an ImportError saying so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["IMU", "config_path"]
+
+
+def config_path() -> Path:
+    """The trainer config in open-unlearning's style (``configs/trainer/IMU.yaml`` there)."""
+    return Path(__file__).with_name("IMU.yaml")
+
+
+def __getattr__(name: str):
+    if name == "IMU":
+        from .._require import require
+
+        require("trainer.unlearn.base", "open-unlearning's src/ on sys.path (its pinned environment: "
+                "transformers 4.45.1, accelerate 0.34.2, deepspeed, omegaconf)", "imu_fast.integrations.open_unlearning.IMU")
+        require("accelerate", 'pip install "imu-fast[hf]"', "imu_fast.integrations.open_unlearning.IMU")
+        from .method import IMU
+
+        globals()["IMU"] = IMU
+        return IMU
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
