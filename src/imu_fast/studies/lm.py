@@ -16,6 +16,9 @@ Steps (all seeded, see ``StudySettings``):
    (CPython's ``pydoc_data.topics``) and a loss-based membership-inference AUC (``lm_metrics``).
 5. Write ``runs.json``, ``summary.md`` (tables and a data-computed IMU-vs-GA statement at matched
    forgetting) and two plots into ``--out``.
+
+``--trainer`` runs step 3 under a Hugging Face Trainer in the authors' language-model recipe
+instead (``lm_trainer``); everything else stays as it is.
 """
 
 from __future__ import annotations
