@@ -20,8 +20,8 @@ def test_recipe_is_the_authors():
     by_key = {m.key: m for m in settings.methods}
     assert set(by_key) == {"ga", "npo", "imu-batch", "imu-batch-a0"}
     assert by_key["imu-batch"].settings == {"refresh": "batch", "alpha": 0.02}
-    for m in settings.methods:  # every sweep starts at the authors' learning rate
-        assert min(m.lrs) == lm_trainer.AUTHORS_LR
+    for key in ("ga", "npo", "imu-batch"):  # these sweeps start at the authors' learning rate
+        assert min(by_key[key].lrs) == lm_trainer.AUTHORS_LR
     assert lm_trainer.quick_settings().runner == "trainer"
 
 

@@ -154,12 +154,13 @@ def _score_model(model, train, heldout, chunks, batch_size: int) -> dict:
 
 
 def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir: Path | None = None,
-              progress: bool = True, device: str = "cpu", log=print) -> dict:
+              progress: bool = True, device: str = "cpu", log=print, on_run=None) -> dict:
     """Runs the study and returns its results (everything ``runs.json`` holds).
 
     ``model`` and ``tokenizer`` inject a causal LM (e.g. a tiny one in tests); ``tokenizer`` is a
     Hugging Face tokenizer or any object with ``encode(text) -> ids`` and ``pad_id``. Otherwise the
     model named by ``settings.model`` is loaded (``tiny-llama`` builds a character-level one).
+    ``on_run(runs)`` gets the runs so far after each one (a long study is saved as it goes).
     """
     import torch
     from tqdm.auto import tqdm
@@ -261,6 +262,8 @@ def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir:
                     "diverged": report.diverged, "message": report.message,
                     "epoch_forget_loss": report.epoch_forget_loss,
                 })
+                if on_run is not None:
+                    on_run(runs)
                 bar.update(1)
     bar.close()
     model.load_state_dict(tuned_state)
@@ -742,7 +745,11 @@ def run(args: argparse.Namespace) -> int:
     if args.device != "cpu":
         command += f" --device {args.device}"
     try:
-        results = run_study(settings, cache_dir=cache_dir, progress=not args.no_progress, device=args.device)
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / "partial_runs.json"  # the runs so far, in case the study is stopped part-way
+        results = run_study(settings, cache_dir=cache_dir, progress=not args.no_progress, device=args.device,
+                            on_run=lambda runs: partial.write_text(json.dumps(_sanitize(runs), indent=1) + "\n"))
+        partial.unlink(missing_ok=True)
     except MissingModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
