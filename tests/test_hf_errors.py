@@ -15,6 +15,7 @@ from hf_tiny import args, fitted_llama  # noqa: E402
 from imu_fast.integrations.data import IndexCollator  # noqa: E402
 from imu_fast.integrations.huggingface import IMUTrainer, NPOTrainer, StopCriteria  # noqa: E402
 from imu_fast.integrations.objective import Theta  # noqa: E402
+from imu_fast.lm import attention_targets, causal_lm_losses  # noqa: E402
 
 
 def test_importing_the_integrations_needs_no_transformers():
@@ -107,3 +108,22 @@ def test_nothing_kept_is_an_error_and_bad_data_names_the_samples(monkeypatch):
     empty = [dict(d, labels=torch.full_like(d["labels"], -100)) if i == 5 else d for i, d in enumerate(data)]
     with pytest.raises(ValueError, match=r"no token to predict .* at forget-set indices \[5\]"):
         IMUTrainer(model=model, args=args(), train_dataset=empty).train()
+
+
+def test_a_diverged_run_stops_with_finite_weights():
+    model, data = fitted_llama()
+    calls = {"n": 0}
+
+    def diverging(model, batch):  # the sequence loss, which turns NaN from the third training batch on
+        losses = causal_lm_losses(model, batch)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] > 2:
+                return losses * float("nan")
+        return losses
+
+    trainer = IMUTrainer(model=model, args=args(num_train_epochs=5), train_dataset=data, loss_fn=diverging,
+                         targets=attention_targets(model, [3]), refresh="once", top_fraction=1.0)
+    trainer.train()
+    assert "non-finite at step 2" in trainer.stop_reason and trainer.state.global_step == 3
+    assert all(torch.isfinite(p).all() for p in model.parameters())

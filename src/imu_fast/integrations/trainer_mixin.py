@@ -98,8 +98,10 @@ class ForgetTrainerMixin:
         # Non-finite losses before the first update are bad data (an error naming the samples); later, divergence.
         first = self.state.global_step == 0
         loss, losses, weights = self.objective.loss(model, self.model, batch, finite=first)
-        if not torch.isfinite(loss):
+        if not (torch.isfinite(loss) and torch.isfinite(losses.detach()).all()):  # zero weights can hide a NaN
             self.stop_reason = (f"the loss became non-finite at step {self.state.global_step}; training stopped and "
                                 "the batch's loss was replaced by zero (lower the learning rate)")
-            loss = losses[:0].sum()  # a zero in the graph: this batch adds no gradient
+            # A zero that reaches every trained parameter without passing through the non-finite losses
+            # (whose backward would carry NaN into the gradients).
+            loss = sum((p * 0.0).sum() for p in self.model.parameters() if p.requires_grad)
         return (loss, {"losses": losses.detach(), "weights": weights}) if return_outputs else loss

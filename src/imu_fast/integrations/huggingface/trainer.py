@@ -40,8 +40,8 @@ class _ForgetSetTrainer(ForgetTrainerMixin, Trainer):
         return take_indices(inputs, INDEX_KEY, self.where)
 
     def _forget_set(self):
-        batch_size = getattr(self.objective, "settings", None)
-        batch_size = (batch_size and batch_size.influence_batch_size) or self.args.per_device_train_batch_size
+        settings = getattr(self.objective, "settings", None)  # NPO has none
+        batch_size = getattr(settings, "influence_batch_size", None) or self.args.per_device_train_batch_size
         collate = self._get_collator_with_removed_columns(self.forget_collator, description="forget set")
         return as_forget_set(DataLoader(self.forget_dataset, batch_size=batch_size, collate_fn=collate))
 
@@ -70,9 +70,10 @@ class IMUTrainer(_ForgetSetTrainer):
     Everything else is the Trainer's: the optimiser (AdamW unless ``optimizers=``/``args.optim``
     say otherwise), the schedule, gradient accumulation (each micro-batch's loss is its own
     weighted mean; the Trainer averages them), bf16/fp16 (influence is computed outside autocast),
-    DDP (each process scores its own batches). With the per-batch variant, a batch in which no
-    sample has a negative influence has a zero loss; the optimiser still takes its step (AdamW's
-    momentum and weight decay move the weights). Evaluation (``eval_dataset``) reports the model's
+    DDP (each process scores its own batches). With ``refresh="epoch"`` every sample is visited
+    (the Trainer's step count is fixed), and a batch none of whose samples is kept has a zero loss;
+    the optimiser still takes its step (AdamW's momentum and weight decay move the weights). (Per
+    batch this cannot happen: a batch's influences on its own mean loss sum to <= 0.) Evaluation (``eval_dataset``) reports the model's
     own loss, as the Trainer does. ``train_dataset`` must be map-style with dict samples; a
     training batch that arrives without its forget-set indices is an error. After ``train``:
     ``objective.weights`` / ``objective.scores`` (once/epoch), ``trained_names``, ``stop_reason``,
