@@ -10,6 +10,7 @@ pytest.importorskip("accelerate")
 
 from hf_tiny import args, fitted_classifier, fitted_llama, lm_loss, stacked  # noqa: E402
 from imu_fast import unlearn  # noqa: E402
+from imu_fast.integrations.forget_metrics import forget_metrics  # noqa: E402
 from imu_fast.integrations.huggingface import IMUTrainer, NPOTrainer, StopCriteria  # noqa: E402
 from imu_fast.integrations.theta import default_layers  # noqa: E402
 from imu_fast.lm import attention_targets, causal_lm_losses  # noqa: E402
@@ -146,6 +147,28 @@ def test_stop_criteria():
     model, data = fitted_llama()
     trainer = IMUTrainer(model=model, args=args(num_train_epochs=50, learning_rate=3e-3), train_dataset=data,
                          stop=StopCriteria(forget_accuracy_at_most=10.0))
+    before = forget_metrics(model, trainer._forget_set(), causal_lm_losses)["forget_accuracy"]
     trainer.train()
-    assert trainer.forget_log[-1]["forget_accuracy"] <= 10.0 < trainer.forget_log[0]["forget_accuracy"] + 100
-    assert "forget accuracy" in trainer.stop_reason
+    assert before > 50.0 and trainer.forget_log[-1]["forget_accuracy"] <= 10.0
+    assert all(e["forget_accuracy"] > 10.0 for e in trainer.forget_log[:-1])
+    assert "forget accuracy" in trainer.stop_reason and trainer.state.epoch < 50
+
+
+def test_forget_metrics_match_a_direct_computation():
+    from imu_fast.forget_set import as_forget_set
+
+    model, data = fitted_llama()
+    batch = stacked(data)
+    metrics = forget_metrics(model, as_forget_set(data, batch_size=5), causal_lm_losses)
+    with torch.no_grad():
+        logits = model(input_ids=batch["input_ids"]).logits[:, :-1]
+        exact = (logits.argmax(-1) == batch["labels"][:, 1:]).all(1).float().mean().item()
+        assert metrics["forget_loss"] == pytest.approx(causal_lm_losses(model, batch).mean().item(), rel=1e-5)
+    assert metrics["forget_accuracy"] == pytest.approx(100 * exact)
+    model, data = fitted_classifier()
+    batch = stacked(data)
+    with torch.no_grad():
+        out = model(**batch)
+    metrics = forget_metrics(model, as_forget_set(data, batch_size=5), None)
+    assert metrics["forget_accuracy"] == pytest.approx(100 * (out.logits.argmax(1) == batch["labels"]).float().mean().item())
+    assert metrics["forget_loss"] == pytest.approx(out.loss.item(), rel=1e-5)
