@@ -15,10 +15,10 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..forget_set import ForgetSet, sample_losses
+from ..forget_set.batch import to_device
 from ..lm import IGNORE_INDEX, causal_lm_losses
 from ..model_io import logits_of, model_device
 from ..modes import preserved_modes
-from ..forget_set.batch import to_device
 
 
 def lm_losses_and_hits(model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:

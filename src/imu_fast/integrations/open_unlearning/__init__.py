@@ -1,4 +1,4 @@
-"""IMU as a method of open-unlearning (github.com/locuslab/open-unlearning).
+"""IMU as a method of open-unlearning (locuslab/open-unlearning).
 
 Register it with one line at the end of open-unlearning's ``src/trainer/__init__.py``::
 
