@@ -17,6 +17,7 @@ LAYERS = [
     ("weights", "losses", "config", "report"),
     ("methods",),
     ("unlearning", "metrics", "lm", "scripts"),
+    ("integrations",),  # adapters for other frameworks, over everything below
 ]
 
 

