@@ -12,7 +12,7 @@ LAYERS = [
     ("ops", "kernels", "_native", "dispatch", "errors", "model_io", "checks", "modes"),
     ("forget_set",),
     ("capture", "causal_lm"),
-    ("statistics",),
+    ("statistics", "sketch"),
     ("influence",),
     ("weights", "losses", "config", "report"),
     ("methods",),

@@ -6,6 +6,7 @@ from .head_route import batch_head_influence, compute_dtype
 from .layer_route import batch_layer_influence
 from .reference import influence_scores_ref
 from .result import InfluenceResult
+from .sketch_solve import sketch_influence, sketch_influence_ref
 
 __all__ = [
     "DEFAULT_MEMORY_BUDGET",
@@ -15,4 +16,6 @@ __all__ = [
     "compute_dtype",
     "influence_scores",
     "influence_scores_ref",
+    "sketch_influence",
+    "sketch_influence_ref",
 ]

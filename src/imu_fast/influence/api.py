@@ -13,6 +13,7 @@ from .head_route import head_influence_scores
 from .layer_route import layer_influence_scores
 from .lm_head_route import lm_head_influence_scores
 from .result import InfluenceResult
+from .sketch_route import sketch_influence_scores
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of first-pass results kept for the second pass
 
@@ -30,6 +31,7 @@ def influence_scores(
     progress: bool = False,
     targets=None,
     loss_fn=None,
+    sketch=None,
 ) -> InfluenceResult:
     """Influence I_i of every forget sample on the mean forget loss.
 
@@ -47,6 +49,12 @@ def influence_scores(
     influence parameters are those instead, and ``loss_fn(model, batch)`` gives the per-sample
     losses (default: cross-entropy on classification batches; ``imu_fast.lm.causal_lm_losses`` for
     language models); ``fisher`` and ``mean_grad`` are then dicts keyed by parameter name.
+
+    With ``sketch=imu_fast.SketchConfig(...)`` the per-sample gradients over the influence
+    parameters (``targets``, default the classifier head) are sketched (Kronecker blocks per
+    linear layer, or JL) and I_i = -g^_i^T (F^ + damping I)^-1 mean(g^) is solved in sketch space
+    with a full, diagonal or identity F^ (``sketch.fisher``); ``fisher`` and ``mean_grad`` are then
+    dicts keyed by Fisher block.
     """
     checks.real("damping", damping, low=0)
     checks.integer("batch_size", batch_size, low=1)
@@ -56,6 +64,10 @@ def influence_scores(
     if dtype is not None and not isinstance(dtype, torch.dtype):
         raise TypeError(f"dtype must be a torch.dtype, got {dtype!r}")
     forget = as_forget_set(forget, batch_size=batch_size)
+    if sketch is not None:
+        return sketch_influence_scores(model, forget, sketch=sketch, targets=targets, head=head, loss_fn=loss_fn,
+                                       damping=float(damping), backend=backend, memory_budget=memory_budget,
+                                       progress=progress)
     if targets is not None:
         if head is not None:
             raise ValueError("give either head= (classifier-head path) or targets= (per-layer path), not both")
