@@ -64,8 +64,15 @@ def _kron_kernel(
     tl.store(out, acc, mask=(ko[:, None] < K_OUT) & (ki[None, :] < K_IN))
 
 
-# (BLOCK_T, BLOCK_D, num_warps) on a GPU; not yet timed on one (benchmarks/gpu_check.py).
-CONFIGS = {"fp32": (64, 64, 4), "half": (64, 64, 4), "fp64": (32, 32, 4)}
+# (BLOCK_T, BLOCK_D, num_warps) on a GPU by operand kind and padded k (<= 32 or more), chosen from
+# the sm_90 compile (benchmarks/triton_sm90_check.py: wgmma, no or few spills); not yet timed on a GPU.
+CONFIGS = {("fp32", "small"): (64, 32, 8), ("fp32", "large"): (32, 32, 8), ("half", "small"): (64, 64, 4),
+           ("half", "large"): (64, 64, 4), ("fp64", "small"): (32, 32, 4), ("fp64", "large"): (32, 32, 4)}
+
+
+def config_for(dtype: torch.dtype, k: int) -> tuple[int, int, int]:
+    kind = "fp64" if dtype == torch.float64 else "fp32" if dtype == torch.float32 else "half"
+    return CONFIGS[(kind, "small" if k <= 32 else "large")]
 
 
 def _padded(k: int) -> int:
@@ -81,8 +88,7 @@ def kron_sketch_triton(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_o
     d_out = b.shape[2]
     k_in, k_out = p_in.shape[1], p_out.shape[1]
     acc = acc_dtype(a.dtype)
-    kind = "fp64" if a.dtype == torch.float64 else "fp32" if a.dtype == torch.float32 else "half"
-    bt_gpu, bd_gpu, warps = config or CONFIGS[kind]
+    bt_gpu, bd_gpu, warps = config or config_for(a.dtype, max(_padded(k_in), _padded(k_out)))
     block_t, block_d = block(t, bt_gpu), block(max(d_in, d_out), bd_gpu)
     if n == 0 or t == 0:
         return torch.zeros(n, k_out, k_in, device=a.device, dtype=acc)

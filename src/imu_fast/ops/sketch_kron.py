@@ -7,7 +7,9 @@ sample i; P_in (d_in x k_in) and P_out (d_out x k_out) are the layer's projectio
 fused kernels form A_i P_in and B_i P_out a run of tokens at a time, on chip (registers / L1),
 and contract them at once: cost T (d_in k_in + d_out k_out + k_in k_out) per sample, no
 per-sample gradient and no weight gradient. The torch backend computes the same with three
-matmuls (its T x k intermediates are small); ``backend="cuda"`` runs that on the GPU.
+matmuls (its T x k intermediates are small); ``backend="cuda"`` runs that on the GPU. On the CPU,
+``backend="auto"`` takes the torch formulation: MKL's GEMMs were as fast as or faster than the fused
+C++ kernel at every benchmark shape (benchmarks/README.md), which stays available as ``"cpu"``.
 A ``torch.library`` custom op (``torch.ops.imu_fast.kron_sketch``).
 """
 
@@ -48,12 +50,20 @@ def kron_sketch_ref(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out:
     return out.to(result_dtype(a.dtype))
 
 
+def _factors_like(a, p_in, p_out):
+    """The factors rounded to the operands' dtype (as the Triton kernel reads them), then upcast
+    with the operands for the paths that compute in float32."""
+    return tuple(p.to(a.dtype).to(torch.promote_types(a.dtype, torch.float32)) for p in (p_in, p_out))
+
+
 def _kron_torch(a, b, p_in, p_out):
+    p_in, p_out = _factors_like(a, p_in, p_out)
     a, b = upcast_half(a, b)
-    return (b @ p_out.to(b.dtype)).mT @ (a @ p_in.to(a.dtype))
+    return (b @ p_out).mT @ (a @ p_in)
 
 
 def _kron_native(a, b, p_in, p_out):
+    p_in, p_out = _factors_like(a, p_in, p_out)
     a, b = upcast_half(a, b)
     dtype = native_dtype_name(a, b, table=NATIVE_DTYPES)
     a, b = a.contiguous(), b.contiguous()
@@ -90,7 +100,9 @@ def _(a, b, p_in, p_out, backend, precision):
 def kron_sketch(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, *, backend: str = "auto",
                 precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """(B_i P_out)^T (A_i P_in) for every sample (N x k_out x k_in) on the chosen backend; float32
-    result (float64 for float64 operands). The factors are cast to the operands' compute dtype."""
+    result (float64 for float64 operands). The factors are rounded to the operands' dtype."""
     _check(a, b, p_in, p_out)
     check_precision(precision)
+    if backend == "auto" and a.device.type == "cpu":
+        backend = "torch"
     return _kron_op(a, b, p_in, p_out, backend, precision)

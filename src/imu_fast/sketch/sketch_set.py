@@ -65,7 +65,8 @@ class SketchSet:
         if block.kind != "kronecker":
             raise ValueError(f"parameter {name!r} is {block.kind}-sketched, not Kronecker: it has no factors "
                              "(project a gradient with SketchSet.project instead)")
-        return kron_factors(self.config.seed, block, dtype=dtype, device=device)
+        p_in, p_out = kron_factors(self.config.seed, block, dtype=dtype, device=device)
+        return p_in.clone(), p_out.clone()
 
     def _block(self, name: str):
         if name not in self.layout.by_name:
