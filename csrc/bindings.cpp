@@ -84,13 +84,16 @@ OuterGradParams make_outer(uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, i
 }
 
 JLParams make_jl(uintptr_t x, uintptr_t out, int64_t n, int64_t w, int64_t ldx, int64_t k, int64_t col0,
-                 uint64_t seed, uint32_t stream, uint32_t role, double scale, const std::string& dtype) {
+                 uint64_t seed, uint32_t stream, uint32_t role, double scale, const std::string& dtype,
+                 int bf16_parts) {
   if (n < 0 || w < 0 || k <= 0 || ldx < w || col0 < 0)
     throw std::invalid_argument("imu_fast._C.jl_project: need n >= 0, w >= 0, k > 0, ldx >= w, col0 >= 0; got n=" +
                                 std::to_string(n) + " w=" + std::to_string(w) + " k=" + std::to_string(k) +
                                 " ldx=" + std::to_string(ldx) + " col0=" + std::to_string(col0));
+  if (bf16_parts < 0 || bf16_parts > 3)
+    throw std::invalid_argument("imu_fast._C.jl_project: bf16_parts must be 0-3, got " + std::to_string(bf16_parts));
   return {reinterpret_cast<const void*>(x), reinterpret_cast<void*>(out), n, w, ldx, k, col0, seed, stream, role,
-          scale, parse_dtype(dtype)};
+          scale, parse_dtype(dtype), bf16_parts};
 }
 
 KronParams make_kron(uintptr_t a, uintptr_t b, uintptr_t p_in, uintptr_t p_out, uintptr_t out, int64_t n, int64_t t,
@@ -168,14 +171,17 @@ PYBIND11_MODULE(_C, mod) {
   mod.def(
       "jl_project_cpu",
       [](uintptr_t x, uintptr_t out, int64_t n, int64_t w, int64_t ldx, int64_t k, int64_t col0, uint64_t seed,
-         uint32_t stream, uint32_t role, double scale, const std::string& dtype) {
-        auto p = make_jl(x, out, n, w, ldx, k, col0, seed, stream, role, scale, dtype);
+         uint32_t stream, uint32_t role, double scale, const std::string& dtype, int bf16_parts) {
+        auto p = make_jl(x, out, n, w, ldx, k, col0, seed, stream, role, scale, dtype, bf16_parts);
         py::gil_scoped_release release;
         jl_project_cpu(p);
       },
       py::arg("x"), py::arg("out"), py::arg("n"), py::arg("w"), py::arg("ldx"), py::arg("k"), py::arg("col0"),
-      py::arg("seed"), py::arg("stream"), py::arg("role"), py::arg("scale"), py::arg("dtype"),
-      "out (n x k) = X (n x w, row stride ldx) times the sign matrix's columns col0 .. col0+w, transposed, times scale.");
+      py::arg("seed"), py::arg("stream"), py::arg("role"), py::arg("scale"), py::arg("dtype"), py::arg("bf16_parts") = 0,
+      "out (n x k) = X (n x w, row stride ldx) times the sign matrix's columns col0 .. col0+w, transposed, times scale; "
+      "float32 X with bf16_parts > 0 runs on AMX tiles where available (X split into that many bfloat16 parts).");
+  mod.def("jl_amx_available", &jl_amx_available,
+          "Whether this CPU and OS run the AMX path of jl_project_cpu (AMX-BF16 tiles, AVX512-BF16, tile permission).");
   mod.def(
       "kron_sketch_cpu",
       [](uintptr_t a, uintptr_t b, uintptr_t p_in, uintptr_t p_out, uintptr_t out, int64_t n, int64_t t, int64_t d_in,

@@ -94,6 +94,24 @@ def test_jl_backends_match_the_reference(backend, dtype, n, w, k, col0, seed):
     assert rel_err(got, ref) < TOL[dtype], mismatch(got, ref, TOL[dtype])
 
 
+# float32 X on the C++ backend: tf32x3 (three bfloat16 parts on AMX tiles where the CPU has them)
+# reaches float32's accuracy, fewer parts less; "ieee" is the FMA kernel. Bounds: relative error.
+CPU_PRECISION_TOL = {"ieee": 2e-6, "tf32x3": 2e-6, "tf32": 3e-5, "bf16": 8e-3}
+
+
+@pytest.mark.skipif(not backends()["cpu"]["available"], reason="no C++ kernels")
+@pytest.mark.parametrize("precision", sorted(CPU_PRECISION_TOL))
+@pytest.mark.parametrize("n,w,k,col0", [(1, 1, 1, 0), (17, 300, 65, 3), (33, 513, 257, 2**33 + 1)])
+def test_jl_cpu_precisions_hold_their_accuracy(precision, n, w, k, col0):
+    x = operands(n, w, seed=w)
+    ref = jl_project_ref(x, col0=col0, k=k, seed=9, stream=4)
+    got = jl_project(x.float(), col0=col0, k=k, seed=9, stream=4, backend="cpu", precision=precision)
+    assert got.dtype == torch.float32 and got.shape == (n, k)
+    assert rel_err(got, ref) < CPU_PRECISION_TOL[precision], mismatch(got, ref, CPU_PRECISION_TOL[precision])
+    if native.jl_amx_available() and precision == "bf16":  # one part: visibly rounded, so the tiles ran
+        assert rel_err(got, ref) > 1e-5
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_jl_reads_strided_rows_and_splits_add_up(backend):
     x = operands(9, 80)[:, ::2]  # non-unit column stride
@@ -173,3 +191,14 @@ def test_bad_operands_are_named():
         kron_sketch(a, b, p_out, p_out)
     with pytest.raises(ValueError, match="disagree on"):
         kron_sketch(a, b[:, :2], p_in, p_out)
+
+
+def test_sketch_ops_trace_under_torch_compile():
+    x = operands(4, 30)
+    a, b, p_in, p_out = kron_operands(2, 5, 6, 7, 3, 4)
+
+    def both(x, a, b):
+        return jl_project(x, k=8, seed=1, stream=2).sum() + kron_sketch(a, b, p_in, p_out).sum()
+
+    compiled = torch.compile(both, backend="aot_eager", fullgraph=True)
+    assert rel_err(compiled(x, a, b), both(x, a, b)) < 1e-12

@@ -24,6 +24,7 @@ struct JLParams {
   uint32_t stream, role;
   double scale;  // the value of a +1 entry (1/sqrt(k) for a JL matrix)
   DType dtype;
+  int bf16_parts = 0;  // float32 X on CPUs with AMX: X split into this many bfloat16 parts (1-3); 0 = FMA kernel
 };
 
 struct KronParams {
@@ -39,7 +40,15 @@ struct KronParams {
 // The four 32-bit words of Philox4x32-10 for one counter (the generator every backend shares).
 void philox4x32(const uint32_t counter[4], uint64_t seed, uint32_t out[4]);
 
+// words[4 c + q] = word q of the Philox call of column col + c (c < count) in row group `group`.
+void philox_columns(int64_t col, int count, uint32_t group, uint32_t stream, uint32_t role, uint64_t seed,
+                    uint32_t* words);
+
 void jl_project_cpu(const JLParams& p);
 void kron_sketch_cpu(const KronParams& p);
+
+// The AMX path of jl_project_cpu (float32 X): whether this CPU and OS run it, and the kernel.
+bool jl_amx_available();
+void jl_project_amx(const JLParams& p);
 
 }  // namespace imu_fast

@@ -18,18 +18,12 @@
 #include "common/cpu_dispatch.h"
 
 namespace imu_fast {
-namespace {
 
+namespace {
 constexpr uint32_t kRoundA = 0xD2511F53u, kRoundB = 0xCD9E8D57u;
 constexpr uint32_t kKeyA = 0x9E3779B9u, kKeyB = 0xBB67AE85u;
-constexpr int kGroup = 128;    // output coordinates per Philox call
-constexpr int kLanes = 16;     // Philox counters computed together
-constexpr int kChunk = 256;    // columns per generated tile
-constexpr int kRowBlock = 4;   // rows of X per register tile
-constexpr int kHalf = 64;      // output coordinates per register tile
-constexpr int kRowChunk = 64;  // rows of X per work item
-constexpr int kTok = 8;        // tokens per Kronecker register tile
-constexpr int kPanel = 16;     // columns per packed panel of P
+constexpr int kLanes = 16;  // Philox counters computed together
+}  // namespace
 
 IMU_INLINE void philox_round(uint32_t& c0, uint32_t& c1, uint32_t& c2, uint32_t& c3, uint32_t k0, uint32_t k1) {
   const uint64_t pb = uint64_t(kRoundB) * c2;
@@ -72,6 +66,16 @@ IMU_CLONES void philox_columns(int64_t col, int count, uint32_t group, uint32_t 
     }
   }
 }
+
+namespace {
+
+constexpr int kGroup = 128;    // output coordinates per Philox call
+constexpr int kChunk = 256;    // columns per generated tile
+constexpr int kRowBlock = 4;   // rows of X per register tile
+constexpr int kHalf = 64;      // output coordinates per register tile
+constexpr int kRowChunk = 64;  // rows of X per work item
+constexpr int kTok = 8;        // tokens per Kronecker register tile
+constexpr int kPanel = 16;     // columns per packed panel of P
 
 // s[c * kGroup + j] = +-scale for the first `valid` coordinates of the group, 0 past them.
 template <typename T>
@@ -271,7 +275,9 @@ void philox4x32(const uint32_t counter[4], uint64_t seed, uint32_t out[4]) {
 }
 
 void jl_project_cpu(const JLParams& p) {
-  if (p.dtype == DType::Float32)
+  if (p.dtype == DType::Float32 && p.bf16_parts > 0 && jl_amx_available())
+    jl_project_amx(p);
+  else if (p.dtype == DType::Float32)
     jl_impl<float>(p);
   else
     jl_impl<double>(p);

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..capture import select_targets
+from ..capture import Selection, select_targets
 from ..capture.head import check_head, find_head
 from ..dispatch import resolve_backend
-from ..forget_set import ForgetSet, prepare_classification
+from ..forget_set import ForgetBatch, ForgetSet, prepare_classification
 from ..model_io import model_device
 from ..modes import preserved_modes
 from ..sketch.api import SketchPass
@@ -53,7 +53,7 @@ def sketch_influence_scores(model: nn.Module, forget: ForgetSet, *, sketch: Sket
             targets = _default_targets(model, forget, head)
         selection = select_targets(model, targets)
         resolved = resolve_backend(backend, model_device(model))
-        sketch_pass = SketchPass(model, selection, loss_fn, sketch, resolved)
+        sketch_pass = SketchPass(model, selection, loss_fn, sketch, backend)
         moments = None
         for batch in forget.batches():
             rows = sketch_pass.rows(batch, what="forget")
@@ -68,3 +68,16 @@ def sketch_influence_scores(model: nn.Module, forget: ForgetSet, *, sketch: Sket
     return InfluenceResult(scores=scores, indices=forget.indices.clone(), fisher=fisher, mean_grad=means,
                            head=", ".join(selection.names()), backend=resolved, damping=damping,
                            seconds=time.perf_counter() - started)
+
+
+def batch_sketch_influence(model: nn.Module, selection: Selection, batch: ForgetBatch, loss_fn, *,
+                           sketch: SketchConfig, damping: float, backend: str, verify: bool = False) -> torch.Tensor:
+    """Sketch-space scores of one batch from that batch alone (the dynamic refresh); the caller
+    sets eval mode."""
+    sketch_pass = SketchPass(model, selection, loss_fn, sketch, backend)
+    sketch_pass._verified = not verify
+    rows = sketch_pass.rows(batch, what="forget")
+    moments = SketchMoments(sketch_pass.layout, sketch.fisher, sketch.blocks)
+    moments.update(rows)
+    v, _, _ = solve(moments, damping)
+    return scores_of(rows, v)

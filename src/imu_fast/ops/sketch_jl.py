@@ -8,7 +8,9 @@ JL matrix, E[Y Y^T] = X X^T. No backend stores R: the C++ kernel and the Triton 
 it one tile at a time next to the product (Philox words -> signs -> multiply-adds), the torch
 backend generates tiles of at most ``TILE_ELEMENTS`` entries and multiplies them with matmul.
 Entries are exact (+-scale), so backends differ only in the order of the sums. A gradient split
-into column blocks gives the sum of its blocks' projections (projections are linear).
+into column blocks gives the sum of its blocks' projections (projections are linear). On CPUs with
+Intel AMX the C++ backend runs float32 X on the tile unit, X split into bfloat16 parts (three at
+the default precision, float32-level accuracy: see csrc/sketch/sketch_amx.cpp).
 
 ``backend="cuda"`` runs the torch formulation on the GPU (there is no CUDA kernel: on a GPU the
 Triton kernel is the fused one). A ``torch.library`` custom op (``torch.ops.imu_fast.jl_project``).
@@ -26,6 +28,9 @@ from ._launch import DEFAULT_PRECISION, NATIVE_DTYPES, check_precision, native_d
 from .philox import MASK32, ROLE_JL, check_seed, projection_ref, signs_ref
 
 TILE_ELEMENTS = 1 << 22  # torch backend: entries of R generated at once
+# The C++ backend on CPUs with AMX: bfloat16 parts float32 X is split into per precision (the signs
+# are exact in bfloat16; three parts carry float32's 24 bits, "ieee" takes the FMA kernel instead).
+CPU_BF16_PARTS = {"tf32x3": 3, "tf32": 2, "bf16": 1, "ieee": 0}
 MAX_COLUMN = 2**56  # flat columns beyond this do not fit the counter layout
 
 
@@ -60,7 +65,7 @@ def _jl_torch(x, col0, k, seed, stream, role):
     return out
 
 
-def _jl_native(x, col0, k, seed, stream, role):
+def _jl_native(x, col0, k, seed, stream, role, precision):
     (x,) = upcast_half(x)
     dtype = native_dtype_name(x, table=NATIVE_DTYPES)
     if x.stride(1) != 1 or x.stride(0) < x.shape[1]:
@@ -71,21 +76,25 @@ def _jl_native(x, col0, k, seed, stream, role):
     if x.shape[1] == 0:
         return out.zero_()
     native.jl_project_cpu(x.data_ptr(), out.data_ptr(), x.shape[0], x.shape[1], max(1, x.stride(0)), k, col0, seed,
-                          stream, role, 1.0 / math.sqrt(k), dtype)
+                          stream, role, 1.0 / math.sqrt(k), dtype, CPU_BF16_PARTS[precision])
     return out
 
 
-@torch.library.custom_op("imu_fast::jl_project", mutates_args=())
-def _jl_op(x: torch.Tensor, col0: int, k: int, seed: int, stream: int, role: int, backend: str,
-           precision: str) -> torch.Tensor:
+def _jl_impl(x, col0, k, seed, stream, role, backend, precision):
     name = resolve_backend(backend, x.device)
     if name == "cpu":
-        return _jl_native(x, col0, k, seed, stream, role)
+        return _jl_native(x, col0, k, seed, stream, role, precision)
     if name == "triton":
         from ..kernels.sketch_jl import jl_project_triton
 
         return jl_project_triton(x, col0=col0, k=k, seed=seed, stream=stream, role=role, precision=precision)
     return _jl_torch(x, col0, k, seed, stream, role)
+
+
+@torch.library.custom_op("imu_fast::jl_project", mutates_args=())
+def _jl_op(x: torch.Tensor, col0: int, k: int, seed: int, stream: int, role: int, backend: str,
+           precision: str) -> torch.Tensor:
+    return _jl_impl(x, col0, k, seed, stream, role, backend, precision)
 
 
 @_jl_op.register_fake
@@ -96,7 +105,11 @@ def _(x, col0, k, seed, stream, role, backend, precision):
 def jl_project(x: torch.Tensor, *, col0: int = 0, k: int, seed: int, stream: int, role: int = ROLE_JL,
                backend: str = "auto", precision: str = DEFAULT_PRECISION) -> torch.Tensor:
     """X R[:, col0 : col0 + w]^T (N x k) on the chosen backend; float32 result (float64 for float64 X).
-    ``precision`` sets the Triton dots on float32 operands (the signs are exact in every precision)."""
+    ``precision`` sets how float32 X meets the tensor cores (Triton) or AMX tiles (C++): tf32x3 (the
+    default, float32-level accuracy), tf32, bf16, or ieee (plain float32 FMAs); the signs are exact
+    in every precision."""
     _check(x, col0, k, seed, stream, role)
     check_precision(precision)
-    return _jl_op(x, col0, k, seed, stream, role, backend, precision)
+    if torch.compiler.is_compiling():
+        return _jl_op(x, col0, k, seed, stream, role, backend, precision)
+    return _jl_impl(x, col0, k, seed, stream, role, backend, precision)  # eager: no custom-op dispatch

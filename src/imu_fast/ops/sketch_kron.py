@@ -79,9 +79,7 @@ def _kron_native(a, b, p_in, p_out):
     return out
 
 
-@torch.library.custom_op("imu_fast::kron_sketch", mutates_args=())
-def _kron_op(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, backend: str,
-             precision: str) -> torch.Tensor:
+def _kron_impl(a, b, p_in, p_out, backend, precision):
     name = resolve_backend(backend, a.device)
     if name == "cpu":
         return _kron_native(a, b, p_in, p_out)
@@ -90,6 +88,12 @@ def _kron_op(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out: torch.
 
         return kron_sketch_triton(a, b, p_in, p_out, precision=precision)
     return _kron_torch(a, b, p_in, p_out)
+
+
+@torch.library.custom_op("imu_fast::kron_sketch", mutates_args=())
+def _kron_op(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out: torch.Tensor, backend: str,
+             precision: str) -> torch.Tensor:
+    return _kron_impl(a, b, p_in, p_out, backend, precision)
 
 
 @_kron_op.register_fake
@@ -105,4 +109,7 @@ def kron_sketch(a: torch.Tensor, b: torch.Tensor, p_in: torch.Tensor, p_out: tor
     check_precision(precision)
     if backend == "auto" and a.device.type == "cpu":
         backend = "torch"
-    return _kron_op(a, b, p_in, p_out, backend, precision)
+    if torch.compiler.is_compiling():
+        return _kron_op(a, b, p_in, p_out, backend, precision)
+    # Eager calls skip the custom op's dispatch (tens of microseconds, a layer's whole sketch at small T).
+    return _kron_impl(a, b, p_in, p_out, backend, precision)

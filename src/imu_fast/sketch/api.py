@@ -24,6 +24,7 @@ from ..dispatch import BACKENDS, resolve_backend
 from ..forget_set import ForgetBatch, ForgetSet, as_forget_set
 from ..model_io import model_device
 from ..modes import preserved_modes
+from ..ops._launch import result_dtype
 from ..statistics.batch_pass import batch_terms
 from .builder import STORAGE, SketchBuilder
 from .config import SketchConfig
@@ -42,7 +43,8 @@ class SketchPass:
                  layout: SketchLayout | None = None):
         self.model, self.selection, self.loss_fn, self.backend = model, selection, loss_fn, backend
         shapes = {name: tuple(sp.param.shape) for name, sp in selection.params.items()}
-        self.builder = SketchBuilder(config, shapes, backend, model_device(model), layout)
+        dtype = result_dtype(next(iter(selection.params.values())).param.dtype)
+        self.builder = SketchBuilder(config, shapes, backend, model_device(model), layout, dtype)
         self._verified = False
 
     @property
@@ -86,13 +88,13 @@ def _same_run(saved: dict, wanted: dict, folder: Path) -> None:
     if saved.get("format") != FORMAT:
         raise ValueError(f"{folder} exists and holds something else than imu_fast sketches; choose another out=")
     keys = ("version", "model_fingerprint", "parameters", "n", "batch_size", "backend", "shard_rows")
-    different = [k for k in keys if saved.get(k) != wanted[k]]
+    different = {k: (saved.get(k), wanted[k]) for k in keys if saved.get(k) != wanted[k]}
     saved_config = SketchConfig.from_dict(saved["config"]).sketch_settings()
-    wanted_config = SketchConfig.from_dict(wanted["config"]).sketch_settings()
-    different += [f"config.{k}" for k in wanted_config if saved_config.get(k) != wanted_config[k]]
+    for k, v in SketchConfig.from_dict(wanted["config"]).sketch_settings().items():
+        if saved_config.get(k) != v:
+            different[f"config.{k}"] = (saved_config.get(k), v)
     if different:
-        shown = "; ".join(f"{k}: saved {saved.get(k, saved['config'].get(k.split('.')[-1]))!r} vs now "
-                          f"{wanted.get(k, wanted['config'].get(k.split('.')[-1]))!r}" for k in different)
+        shown = "; ".join(f"{k}: saved {old!r} vs now {new!r}" for k, (old, new) in different.items())
         raise ValueError(f"{folder} holds sketches of a different run ({shown}); give another out= folder, or "
                          "delete this one to start over")
 
@@ -175,13 +177,15 @@ def gradient_sketches(model: nn.Module, loss_fn, data, *, params=None, config: S
                 raise ValueError(f"{folder} holds sketches of other samples (its indices differ); give another out=")
             meta.update(dim=saved["dim"], layout=saved["layout"], indices_saved=True)
             if saved.get("complete"):
-                return SketchSet.load(folder)
+                done = SketchSet.load(folder)
+                done.config = config  # the same sketches; the caller's fisher and blocks
+                return done
             layout = SketchLayout.from_list(saved["layout"], saved["dim"]) if saved["layout"] is not None else None
         else:
             folder.mkdir(parents=True, exist_ok=True)
             np.save(folder / INDICES, forget.indices.numpy())
             meta["indices_saved"] = True
-    sketch_pass = SketchPass(model, selection, loss_fn, config, resolved, layout)
+    sketch_pass = SketchPass(model, selection, loss_fn, config, backend, layout)  # each op picks its own "auto"
     bar = tqdm(total=forget.size, desc="sketches", unit="sample", disable=not progress, leave=False)
     with preserved_modes(model):
         model.eval()

@@ -21,9 +21,10 @@ STORAGE = {"float32": torch.float32, "float64": torch.float64}
 
 class SketchBuilder:
     def __init__(self, config: SketchConfig, shapes: dict[str, tuple], backend: str, device: torch.device,
-                 layout: SketchLayout | None = None):
+                 layout: SketchLayout | None = None, dtype: torch.dtype = torch.float32):
         self.config = config
         self.device = device
+        self.dtype = dtype  # of the factors: the terms' compute dtype, so no op casts them per call
         self.shapes = shapes
         self.backend = backend
         self.layout = layout
@@ -43,14 +44,14 @@ class SketchBuilder:
         return self.kinds[name]
 
     def factors(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """(P_in, P_out) of a Kronecker parameter, float64 on the model's device (the ops cast them)."""
+        """(P_in, P_out) of a Kronecker parameter on the model's device, in the terms' compute dtype."""
         if name not in self._factors:
             if self.layout is not None:
                 block = self.layout.by_name[name]
             else:
                 kind, k_in, k_out = self.kinds[name]
                 block = SketchBlock(name, kind, 0, k_in * k_out, tuple(self.shapes[name]), k_in, k_out)
-            self._factors[name] = kron_factors(self.config.seed, block, device=self.device)
+            self._factors[name] = kron_factors(self.config.seed, block, dtype=self.dtype, device=self.device)
         return self._factors[name]
 
     def on_term(self, name: str, term) -> None:

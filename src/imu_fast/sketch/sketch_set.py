@@ -110,9 +110,6 @@ class SketchSet:
         out = sum(pieces) if self.layout.shared else torch.cat(pieces, dim=1)
         return out[0] if single else out
 
-    def save_metadata_only(self) -> dict:
-        return dict(self.metadata)
-
     @classmethod
     def load(cls, folder) -> "SketchSet":
         """A set written by ``gradient_sketches(..., out=folder)``; its shards are mapped, not read."""
