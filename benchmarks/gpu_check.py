@@ -35,14 +35,15 @@ MAX_FAULTS = 3  # per section; then the section is given up
 # Seconds each section may take on the GPU, in the order they run (most telling first); a
 # section past its share skips its remaining cases (recorded as skipped). Triton compiles each
 # kernel specialisation once, on first use, which dominates the correctness sections.
-SECTION_BUDGET = {"correct:triton": 75, "correct:cuda": 25, "time:ceilings": 10, "time:triton": 50, "time:cuda": 30,
-                  "time:torch": 20, "time:anchors": 15, "correct:torch": 15, "time:configs": 20}
+SECTION_BUDGET = {"correct:triton": 75, "correct:cuda": 25, "correct:sketch": 30, "time:ceilings": 10, "time:triton": 50,
+                  "time:cuda": 30, "time:sketch": 25, "time:torch": 20, "time:anchors": 15, "correct:torch": 15,
+                  "time:configs": 20}
 
 
 def sections(dry_run: bool, small: bool, backends: list[str]) -> list[str]:
-    wanted = [f"correct:{b}" for b in backends]
+    wanted = [f"correct:{b}" for b in backends] + ["correct:sketch"]
     if not small:
-        wanted += ["time:ceilings", *(f"time:{b}" for b in backends), "time:anchors"]
+        wanted += ["time:ceilings", *(f"time:{b}" for b in backends), "time:sketch", "time:anchors"]
         if not dry_run:
             wanted.append("time:configs")
     order = list(SECTION_BUDGET)
@@ -51,9 +52,12 @@ def sections(dry_run: bool, small: bool, backends: list[str]) -> list[str]:
 
 def section_cases(section: str, size: str, device):
     import gpu_check_cases as cases
+    import gpu_check_sketch as sketch
     import gpu_check_timing as timing
 
     kind, _, arg = section.partition(":")
+    if arg == "sketch":  # the sketch ops on every backend of this device
+        return (sketch.correctness_cases if kind == "correct" else sketch.timing_cases)(device, size)
     if kind == "correct":
         return cases.correctness_cases(arg, device, size)
     timing_size = "dry" if size == "dry" else "full"
@@ -201,7 +205,7 @@ def main(argv=None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU only: torch, cpu and Triton-interpreter backends")
     parser.add_argument("--small", action="store_true", help="tiny correctness cases only (for compute-sanitizer)")
     parser.add_argument("--in-process", action="store_true", help="no subprocesses (compute-sanitizer, tests)")
-    parser.add_argument("--budget-s", type=float, default=270.0, help="stop starting cases after this many seconds")
+    parser.add_argument("--budget-s", type=float, default=320.0, help="stop starting cases after this many seconds")
     parser.add_argument("--backends", nargs="+", help="backends to check (default: cuda triton torch; dry run: "
                                                       "torch cpu triton)")
     parser.add_argument("--sections", nargs="+", help="run only these sections, e.g. time:triton correct:cuda")

@@ -28,22 +28,28 @@ from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from kernels import head_influence, head_moments, outer_gram, outer_tiles  # noqa: E402
+from kernels import head_influence, head_moments, outer_gram, outer_tiles, sketch_jl, sketch_kron  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 CUOBJDUMP = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
 
 
-def signature(fn, pointers: dict, ints=(), constexprs=None):
+def signature(fn, pointers: dict, ints=(), constexprs=None, scalars=None):
     sig = {}
     for name in fn.arg_names:
         if name in (constexprs or {}):
             sig[name] = "constexpr"
         elif name in pointers:
             sig[name] = "*" + pointers[name]
+        elif name in (scalars or {}):
+            sig[name] = scalars[name]
         else:
             sig[name] = "i64" if name in ints else "i32"
     return sig
+
+
+# Scalar arguments that are not 32-bit integers (the JL kernel's seed and column offset, its scale).
+SCALARS = {"seed": "i64", "col0": "i64", "scale": "fp32"}
 
 
 def cases():
@@ -77,6 +83,14 @@ def cases():
             yield (f"head_influence C={c} {dt} {prec}", head_influence._head_influence_kernel,
                    {"e_ptr": dt, "h_ptr": dt, "m_ptr": acc, "out_ptr": acc},  # M is a float32/64 statistic
                    dict(ACC=acc_tl, PRECISION=prec, HAS_BIAS=True, M_OFF64=False, BLOCK_N=bn, BLOCK_C=bc, BLOCK_K=bk), w, want)
+        bn, bp, bj, w = sketch_jl._config(tdt)
+        yield (f"sketch_jl {dt} {prec}", sketch_jl._jl_kernel, {"x_ptr": dt, "out_ptr": acc},
+               dict(ACC=acc_tl, PRECISION=prec, BLOCK_N=bn, BLOCK_P=bp, BLOCK_J=bj), w, want)
+        for k in (16, 64):
+            bt, bd, w = sketch_kron.config_for(tdt, k)
+            yield (f"sketch_kron k={k}x{k} {dt} {prec}", sketch_kron._kron_kernel,
+                   {"a_ptr": dt, "b_ptr": dt, "pin_ptr": dt, "pout_ptr": dt, "out_ptr": acc},
+                   dict(ACC=acc_tl, PRECISION=prec, BLOCK_T=bt, BLOCK_D=bd, KI=k, KO=k), w, want)
 
 
 def resources(cubin: bytes) -> dict:
@@ -89,7 +103,7 @@ def resources(cubin: bytes) -> dict:
 
 
 def compile_one(fn, pointers, constexprs, num_warps):
-    sig = signature(fn, pointers, constexprs=constexprs)
+    sig = signature(fn, pointers, constexprs=constexprs, scalars=SCALARS)
     src = ASTSource(fn, signature=sig, constexprs=constexprs)
     # Hopper pipelining as the launches get it by default (num_stages=3)
     compiled = triton.compile(src, target=TARGET, options={"num_warps": num_warps, "num_stages": 3})

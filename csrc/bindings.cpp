@@ -18,6 +18,7 @@
 
 #include "head_stats/head_stats.h"
 #include "outer_grad/outer_grad.h"
+#include "sketch/sketch.h"
 
 namespace py = pybind11;
 using namespace imu_fast;
@@ -82,6 +83,31 @@ OuterGradParams make_outer(uintptr_t a, uintptr_t b, uintptr_t out, int64_t n, i
           n, t, d_in, d_out, parse_dtype(dtype, half_ok)};
 }
 
+JLParams make_jl(uintptr_t x, uintptr_t out, int64_t n, int64_t w, int64_t ldx, int64_t k, int64_t col0,
+                 uint64_t seed, uint32_t stream, uint32_t role, double scale, const std::string& dtype,
+                 int bf16_parts) {
+  if (n < 0 || w < 0 || k <= 0 || ldx < w || col0 < 0)
+    throw std::invalid_argument("imu_fast._C.jl_project: need n >= 0, w >= 0, k > 0, ldx >= w, col0 >= 0; got n=" +
+                                std::to_string(n) + " w=" + std::to_string(w) + " k=" + std::to_string(k) +
+                                " ldx=" + std::to_string(ldx) + " col0=" + std::to_string(col0));
+  if (bf16_parts < 0 || bf16_parts > 3)
+    throw std::invalid_argument("imu_fast._C.jl_project: bf16_parts must be 0-3, got " + std::to_string(bf16_parts));
+  return {reinterpret_cast<const void*>(x), reinterpret_cast<void*>(out), n, w, ldx, k, col0, seed, stream, role,
+          scale, parse_dtype(dtype), bf16_parts};
+}
+
+KronParams make_kron(uintptr_t a, uintptr_t b, uintptr_t p_in, uintptr_t p_out, uintptr_t out, int64_t n, int64_t t,
+                     int64_t d_in, int64_t d_out, int64_t k_in, int64_t k_out, const std::string& dtype) {
+  if (n < 0 || t < 0 || d_in <= 0 || d_out <= 0 || k_in <= 0 || k_out <= 0)
+    throw std::invalid_argument("imu_fast._C.kron_sketch: need n, t >= 0 and d_in, d_out, k_in, k_out > 0; got n=" +
+                                std::to_string(n) + " t=" + std::to_string(t) + " d_in=" + std::to_string(d_in) +
+                                " d_out=" + std::to_string(d_out) + " k_in=" + std::to_string(k_in) +
+                                " k_out=" + std::to_string(k_out));
+  return {reinterpret_cast<const void*>(a), reinterpret_cast<const void*>(b), reinterpret_cast<const void*>(p_in),
+          reinterpret_cast<const void*>(p_out), reinterpret_cast<void*>(out), n, t, d_in, d_out, k_in, k_out,
+          parse_dtype(dtype)};
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, mod) {
@@ -131,6 +157,42 @@ PYBIND11_MODULE(_C, mod) {
       },
       py::arg("a"), py::arg("b"), py::arg("out"), py::arg("n"), py::arg("t"), py::arg("d_in"), py::arg("d_out"),
       py::arg("dtype"), "out[i] = ||B_i^T A_i||_F^2.");
+
+  mod.def(
+      "philox4x32",
+      [](uint32_t c0, uint32_t c1, uint32_t c2, uint32_t c3, uint64_t seed) {
+        const uint32_t counter[4] = {c0, c1, c2, c3};
+        uint32_t out[4];
+        philox4x32(counter, seed, out);
+        return std::vector<uint32_t>(out, out + 4);
+      },
+      py::arg("c0"), py::arg("c1"), py::arg("c2"), py::arg("c3"), py::arg("seed"),
+      "The four words of Philox4x32-10 for one counter under a 64-bit seed (key = its two halves).");
+  mod.def(
+      "jl_project_cpu",
+      [](uintptr_t x, uintptr_t out, int64_t n, int64_t w, int64_t ldx, int64_t k, int64_t col0, uint64_t seed,
+         uint32_t stream, uint32_t role, double scale, const std::string& dtype, int bf16_parts) {
+        auto p = make_jl(x, out, n, w, ldx, k, col0, seed, stream, role, scale, dtype, bf16_parts);
+        py::gil_scoped_release release;
+        jl_project_cpu(p);
+      },
+      py::arg("x"), py::arg("out"), py::arg("n"), py::arg("w"), py::arg("ldx"), py::arg("k"), py::arg("col0"),
+      py::arg("seed"), py::arg("stream"), py::arg("role"), py::arg("scale"), py::arg("dtype"), py::arg("bf16_parts") = 0,
+      "out (n x k) = X (n x w, row stride ldx) times the sign matrix's columns col0 .. col0+w, transposed, times scale; "
+      "float32 X with bf16_parts > 0 runs on AMX tiles where available (X split into that many bfloat16 parts).");
+  mod.def("jl_amx_available", &jl_amx_available,
+          "Whether this CPU and OS run the AMX path of jl_project_cpu (AMX-BF16 tiles, AVX512-BF16, tile permission).");
+  mod.def(
+      "kron_sketch_cpu",
+      [](uintptr_t a, uintptr_t b, uintptr_t p_in, uintptr_t p_out, uintptr_t out, int64_t n, int64_t t, int64_t d_in,
+         int64_t d_out, int64_t k_in, int64_t k_out, const std::string& dtype) {
+        auto p = make_kron(a, b, p_in, p_out, out, n, t, d_in, d_out, k_in, k_out, dtype);
+        py::gil_scoped_release release;
+        kron_sketch_cpu(p);
+      },
+      py::arg("a"), py::arg("b"), py::arg("p_in"), py::arg("p_out"), py::arg("out"), py::arg("n"), py::arg("t"),
+      py::arg("d_in"), py::arg("d_out"), py::arg("k_in"), py::arg("k_out"), py::arg("dtype"),
+      "out_i (k_out x k_in) = (B_i P_out)^T (A_i P_in) for every sample i.");
 
 #ifdef IMU_FAST_WITH_CUDA
   // Every CUDA entry point takes the stream (a cudaStream_t as an integer) and the index of the

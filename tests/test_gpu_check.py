@@ -29,10 +29,12 @@ def test_gpu_check_dry_run(gpu_check, tmp_path, capsys):
     correct = [r for r in rows if "max_rel_err" in r]
     assert correct and all(r["ok"] for r in correct)
     assert {r["backend"] for r in correct} == {"torch", "cpu", "triton"}
-    assert {r["op"] for r in correct} == {"outer", "head"}
+    assert {r["op"] for r in correct} == {"outer", "head", "sketch"}
+    assert {r["backend"] for r in correct if r["op"] == "sketch"} == {"torch", "cpu", "triton"}
+    assert any(r["id"].startswith("sketch agree") for r in correct)
     timed = {r["id"].split()[1] for r in rows if r["id"].startswith("time ")}
     assert timed == {"outer_fisher", "outer_norms_tiled", "outer_norms_gram", "outer_fisher_and_norms_sq",
-                     "head_moments", "head_influence"}
+                     "head_moments", "head_influence", "jl_project", "kron_sketch"}
     assert any(r["id"].startswith("ceiling gemm") for r in rows) and any(r["id"].startswith("anchor") for r in rows)
     # the log was written case by case, each result after its start line
     events = [json.loads(line)["event"] for line in (tmp_path / "gpu_check.jsonl").read_text().splitlines()]

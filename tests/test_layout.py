@@ -12,7 +12,7 @@ LAYERS = [
     ("ops", "kernels", "_native", "dispatch", "errors", "model_io", "checks", "modes", "distributed", "extras"),
     ("forget_set",),
     ("capture", "causal_lm", "stages"),
-    ("statistics",),
+    ("statistics", "sketch"),
     ("influence",),
     ("weights", "losses", "config", "report"),
     ("methods",),

@@ -207,7 +207,8 @@ def test_tiny_study_end_to_end(tmp_path):
     settings = lm.tiny_settings()
     expected = {(m.key, lr, seed) for m in settings.methods for lr in m.lrs for seed in settings.seeds}
     assert {(r["method"], r["lr"], r["seed"]) for r in results["runs"]} == expected
-    assert {m.key for m in settings.methods} == {"ga", "npo", "imu-batch", "imu-batch-a0", "imu-once-a0"}
+    assert {m.key for m in settings.methods} == {"ga", "npo", "imu-batch", "imu-batch-a0", "imu-once-a0",
+                                                  "imu-sketch-once-a0"}
     for row in results["runs"] + results["reference"]:
         for key in ("forget_acc", "forget_first_acc", "retain_acc", "heldout_acc"):
             assert 0.0 <= row[key] <= 100.0
@@ -226,7 +227,8 @@ def test_tiny_study_end_to_end(tmp_path):
     for method in settings.methods:
         if method.key.startswith("imu"):  # a data-computed statement per IMU variant
             assert f"- {method.label} vs GA" in summary
-    assert {c["method"] for c in results["comparison"]} == {"npo", "imu-batch", "imu-batch-a0", "imu-once-a0"}
+    assert {c["method"] for c in results["comparison"]} == {"npo", "imu-batch", "imu-batch-a0", "imu-once-a0",
+                                                             "imu-sketch-once-a0"}
     for name in ("retain_vs_forget.png", "ppl_vs_forget.png"):
         assert (out / name).stat().st_size > 1000
     assert all(math.isfinite(v) for v in results["timings"].values())

@@ -56,6 +56,13 @@ def _cuda_entry(device: torch.device | None) -> dict[str, object]:
     return {"available": False, "reason": problem}
 
 
+def _cpu_reason() -> str:
+    from ._native import native
+
+    amx = native.jl_amx_available()
+    return "C++/OpenMP kernels" + ("; JL projections on AMX tiles" if amx else "")
+
+
 def backends(device: torch.device | str | None = None) -> dict[str, dict[str, object]]:
     """Availability of every backend, with the reason when one is missing. ``device`` (a CUDA
     device) is the GPU whose compute capability decides ``cuda``; default: the current one."""
@@ -66,7 +73,7 @@ def backends(device: torch.device | str | None = None) -> dict[str, dict[str, ob
         "torch": {"available": True, "reason": "pure-PyTorch reference"},
         "cpu": {
             "available": native_available(),
-            "reason": "C++/OpenMP kernels" if native_available() else NATIVE_ERROR,
+            "reason": _cpu_reason() if native_available() else NATIVE_ERROR,
         },
         "triton": {
             "available": triton_ok and (gpu or triton_interpreted()),

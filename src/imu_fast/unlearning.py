@@ -21,6 +21,7 @@ from .modes import preserved_modes
 from .report import UnlearnReport
 from .stages import forget_fingerprint, function_name, model_fingerprint
 from .stop import StopCriteria
+from .sketch.config import SketchConfig
 
 WEIGHTED_ASCENT = ("imu", "ga", "imu-uniform")
 RETAIN_FREE = ("imu", "ga", "imu-uniform", "npo", "rl")
@@ -53,18 +54,28 @@ def _check_settings_used(method: str, cfg: UnlearnConfig) -> None:
                          f"defaults (or pick the method that uses them)")
 
 
+def _check_sketch(sketch, method: str, cfg: UnlearnConfig) -> None:
+    if sketch is None:
+        return
+    if not isinstance(sketch, SketchConfig):
+        raise TypeError(f"sketch must be an imu_fast.SketchConfig, got {type(sketch).__name__}")
+    if method not in WEIGHTED_ASCENT or cfg.weighting != "influence":
+        raise ValueError(f"sketch= sets how influence weights are computed; method {method!r} with weighting "
+                         f"{cfg.weighting!r} computes none")
+
+
 def _influence_params(model, data: ForgetSet, cfg: UnlearnConfig, method: str, head, targets, loss_fn,
-                      needed: bool):
+                      needed: bool, sketch=None):
     """theta_c for this run, or None where the method needs neither a head nor target layers."""
     if targets is not None:
-        return InfluenceParams(targets=targets, loss_fn=loss_fn)
+        return InfluenceParams(targets=targets, loss_fn=loss_fn, sketch=sketch)
     if not needed and head is None:
         return None
     if loss_fn is not None:
         raise ValueError(f"method {method!r} with loss_fn= needs targets= (the influence parameters): the "
                          "classifier-head path applies to (x, y) classification data")
     # FT finds the head on retain data so that it never reads a forget sample.
-    return InfluenceParams(head=_resolve_head(model, data, head))
+    return InfluenceParams(head=_resolve_head(model, data, head), sketch=sketch)
 
 
 def _check_stop(stop, method: str, loss_fn) -> StopCriteria | None:
@@ -82,14 +93,15 @@ def _check_stop(stop, method: str, loss_fn) -> StopCriteria | None:
 
 
 def _checkpoints(directory, every, model, forget: ForgetSet, retain: ForgetSet | None, method: str,
-                 cfg: UnlearnConfig, theta, loss_fn, stop, init_fn) -> Checkpoints | None:
+                 cfg: UnlearnConfig, theta, loss_fn, stop, init_fn, sketch) -> Checkpoints | None:
     """The run's checkpoints, keyed by everything that determines its result."""
     if directory is None:
         return None
     config = {k: v for k, v in vars(cfg).items() if k != "progress"}  # progress bars do not change the run
     settings = {"method": method, "config": config, "theta": None if theta is None else theta.names(model),
                 "loss_fn": function_name(loss_fn), "stop": None if stop is None else stop.as_dict(),
-                "init_fn": function_name(init_fn), "processes": distributed.world_size()}
+                "init_fn": function_name(init_fn), "processes": distributed.world_size(),
+                "sketch": None if sketch is None else sketch.to_dict()}
     prints = {"model": model_fingerprint(model)}
     # Retain-using methods never read a forget sample: only its size is part of their run.
     prints["forget"] = {"n": len(forget)} if retain is not None else forget_fingerprint(forget)
@@ -114,6 +126,7 @@ def unlearn(
     stop: StopCriteria | None = None,
     checkpoint_dir=None,
     checkpoint_every: int = 100,
+    sketch=None,
     **settings,
 ) -> UnlearnReport:
     """Unlearn ``forget`` from ``model`` in place and report what was done.
@@ -132,6 +145,10 @@ def unlearn(
     ``targets`` (parameter names, parameters or modules), chosen layers such as a language
     model's attention projections; then ``loss_fn(model, batch)`` gives the per-sample losses
     (e.g. ``imu_fast.lm.causal_lm_losses``). ``scope="head"`` updates theta_c only.
+
+    ``sketch=imu_fast.SketchConfig(...)`` computes the influence weights in sketch space (e.g.
+    ``fisher="full"``: a full sketch-space Fisher instead of the diagonal one), for the
+    influence-weighted methods.
 
     ``config`` replaces the preset; keyword ``settings`` override single fields, e.g.
     ``unlearn(model, forget, refresh="batch", epochs=5)``. ``forget`` (and ``retain``) may be any
@@ -182,6 +199,7 @@ def unlearn(
     stop = _check_stop(stop, method, loss_fn)
     checks.integer("checkpoint_every", checkpoint_every, low=1)
     model = distributed.unwrap(model)
+    _check_sketch(sketch, method, cfg)
     forget = as_forget_set(forget, batch_size=cfg.batch_size)
     retain = as_forget_set(retain, batch_size=cfg.batch_size, what="retain") if retain is not None else None
     if distributed.active():
@@ -191,19 +209,21 @@ def unlearn(
                            n_kept=0 if method in (*WEIGHTED_ASCENT, *RETAIN_USING) else (forget.size or 0),
                            indices=None if forget.indices is None else forget.indices.clone(),
                            batchnorm=batchnorm_note(model, cfg.freeze_batchnorm))
+    if sketch is not None:
+        report.config["sketch"] = sketch.to_dict()
     if method == "retrain":
         params = list(model.parameters())
         theta = None
     else:
         needed = cfg.scope == "head" or (method in WEIGHTED_ASCENT and (cfg.weighting == "influence" or cfg.alpha > 0))
         theta = _influence_params(model, retain if method == "ft" else forget, cfg, method, head, targets, loss_fn,
-                                  needed)
+                                  needed, sketch)
         params = list(model.parameters()) if cfg.scope == "all" else theta.parameters(model)
     trained, report.left_frozen = trainable(model, params, method)
     report.trained = parameter_names(model, trained)
     control = RunControl(stop=stop, forget=forget, loss_fn=loss_fn,
                          checkpoints=_checkpoints(checkpoint_dir, checkpoint_every, model, forget, retain, method, cfg,
-                                                  theta, loss_fn, stop, init_fn))
+                                                  theta, loss_fn, stop, init_fn, sketch))
     with restored_on_error(model, trained):
         if method == "retrain":
             run_retrain(model, retain, cfg, report, init_fn, control)

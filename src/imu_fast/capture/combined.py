@@ -66,8 +66,38 @@ class RowBlocksTerm:
     def dense(self, rows: slice) -> torch.Tensor:
         return torch.cat([p.dense(rows) for p in self.parts], dim=1)
 
+    @property
+    def linear_family(self) -> bool:
+        return all(p.linear_family for p in self.parts)
+
+    def _row_offsets(self) -> list[int]:
+        offsets, start = [], 0
+        for p in self.parts:
+            offsets.append(start)
+            start += p.param_shape[0]
+        return offsets
+
+    def kron_sketch(self, p_in: torch.Tensor, p_out: torch.Tensor, backend: str) -> torch.Tensor:
+        """P_out^T g_i P_in over stacked row blocks: the sum of each block's with its rows of P_out."""
+        return sum(p.kron_sketch(p_in, p_out[r0:r0 + p.param_shape[0]], backend)
+                   for p, r0 in zip(self.parts, self._row_offsets()))
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        cols = self.param_shape.numel() // self.param_shape[0]
+        return sum(p.jl_sketch(_shifted(project, r0 * cols)) for p, r0 in zip(self.parts, self._row_offsets()))
+
     def nbytes(self) -> int:
         return sum(p.nbytes() for p in self.parts)
+
+
+class _shifted:
+    """A projection whose column offsets start ``by`` columns further on."""
+
+    def __init__(self, project, by: int):
+        self.project, self.by, self.k = project, by, project.k
+
+    def __call__(self, x: torch.Tensor, col0: int) -> torch.Tensor:
+        return self.project(x, col0 + self.by)
 
 
 class _SumOfUses:
@@ -87,6 +117,17 @@ class _SumOfUses:
 
     def dense(self, rows: slice) -> torch.Tensor:
         return sum(p.dense(rows) for p in self.parts)
+
+    @property
+    def linear_family(self) -> bool:
+        # Kronecker-sketched when every use has the structured form and one is a linear layer.
+        return all(hasattr(p, "kron_sketch") for p in self.parts) and any(p.linear_family for p in self.parts)
+
+    def kron_sketch(self, p_in: torch.Tensor, p_out: torch.Tensor, backend: str) -> torch.Tensor:
+        return sum(p.kron_sketch(p_in, p_out, backend) for p in self.parts)  # sketches are linear in g_i
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        return sum(p.jl_sketch(project) for p in self.parts)
 
     def nbytes(self) -> int:
         return sum(p.nbytes() for p in self.parts)

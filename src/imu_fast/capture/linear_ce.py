@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..ops import outer_dot, outer_fisher, outer_norms_sq
+from ..ops import kron_sketch, outer_dot, outer_fisher, outer_norms_sq
 from .engine import active_session
 
 BLOCK_ELEMENTS = 1 << 24  # elements of one (rows x vocabulary chunk) block of logits: 64 MiB in float32
@@ -140,6 +140,26 @@ class HeadCETerm:
     def dense(self, rows: slice) -> torch.Tensor:
         blocks = [torch.bmm(e.mT, self._a(e)[rows]) for _, _, e in self._chunks(rows)]
         return torch.cat(blocks, dim=1).reshape(blocks[0].shape[0], -1)
+
+    @property
+    def linear_family(self) -> bool:
+        return len(self.param_shape) == 2  # the weight; the bias (a vector) is sketched by JL
+
+    def kron_sketch(self, p_in: torch.Tensor, p_out: torch.Tensor, backend: str) -> torch.Tensor:
+        """Sum over vocabulary chunks of (E_i P_out[chunk])^T (A_i P_in)."""
+        return sum(kron_sketch(self._a(e), e, p_in, p_out[v0:v1], backend=backend) for v0, v1, e in self._chunks())
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        cols = self.a.shape[2]
+        out = None
+        for v0, v1, e in self._chunks():
+            a = self._a(e)
+            step = max(1, (32 << 20) // max(1, self.n * cols * e.element_size()))
+            for r0 in range(0, v1 - v0, step):
+                g = torch.bmm(e[:, :, r0:r0 + step].mT, a).reshape(self.n, -1)  # rows v0 + r0 .. of every g_i
+                part = project(g, (v0 + r0) * cols)
+                out = part if out is None else out.add_(part)
+        return out
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.a, self.h, self.lse, self.targets, self.scale))

@@ -11,6 +11,12 @@ per-sample squared norms, the summed squared gradient (Fisher numerator), the su
 and per-sample dot products <g_i, M>; results come back in the parameter's own shape. ``dense``
 forms the per-sample gradients of a few samples at once, for the rare combinations (combined.py)
 that have no structured formula.
+
+Sketches are two more statistics (``imu_fast.sketch``). A parameter viewed as a matrix
+(rows = its first axis) answers ``kron_sketch(p_in, p_out)``, the per-sample P_out^T g_i P_in
+(N x k_out x k_in), when it is ``linear_family``; every term answers ``jl_sketch(project)``, the
+per-sample JL projection: ``project(x, col0)`` projects rows x of consecutive flat columns from
+col0 on (N x k), and the term hands it its gradients a bounded tile of columns at a time.
 """
 
 from __future__ import annotations
@@ -19,7 +25,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops import outer_dot, outer_fisher, outer_norms_sq
+from ..ops import kron_sketch, outer_dot, outer_fisher, outer_norms_sq
+from ..ops._launch import result_dtype
+
+JL_TILE_BYTES = 32 << 20  # per-sample gradient columns formed at once for a JL projection
+
+
+def _rows_per_tile(n: int, cols: int, element_size: int) -> int:
+    return max(1, JL_TILE_BYTES // max(1, n * cols * element_size))
 
 
 @dataclass
@@ -62,6 +75,22 @@ class OuterTerm:
     def dense(self, rows: slice) -> torch.Tensor:
         return torch.bmm(self.b[rows].mT, self.a[rows]).reshape(-1, self.param_shape.numel())
 
+    linear_family = True
+
+    def kron_sketch(self, p_in: torch.Tensor, p_out: torch.Tensor, backend: str) -> torch.Tensor:
+        return kron_sketch(self.a, self.b, p_in, p_out, backend=backend)
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        n, rows, cols = self.n, self.b.shape[2], self.a.shape[2]
+        step = _rows_per_tile(n, cols, self.a.element_size())
+        out = None
+        for r0 in range(0, rows, step):
+            r1 = min(rows, r0 + step)
+            g = torch.bmm(self.b[:, :, r0:r1].mT, self.a).reshape(n, -1)  # rows r0..r1 of every g_i
+            part = project(g, r0 * cols)
+            out = part if out is None else out.add_(part)
+        return out
+
     def nbytes(self) -> int:
         return (self.a.numel() + self.b.numel()) * self.a.element_size()
 
@@ -89,6 +118,16 @@ class VectorTerm:
 
     def dense(self, rows: slice) -> torch.Tensor:
         return self.g[rows]
+
+    linear_family = False
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        step = max(1, JL_TILE_BYTES // max(1, self.n * self.g.element_size()))
+        out = None
+        for c0 in range(0, self.g.shape[1], step):
+            part = project(self.g[:, c0:c0 + step], c0)
+            out = part if out is None else out.add_(part)
+        return out
 
     def nbytes(self) -> int:
         return self.g.numel() * self.g.element_size()
@@ -141,6 +180,28 @@ class EmbeddingTerm:
         out = b.new_zeros(n * self.num_embeddings, b.shape[2])
         out.index_add_(0, local * self.num_embeddings + idx.reshape(-1), b.reshape(-1, b.shape[2]))
         return out.reshape(n, -1)
+
+    linear_family = False  # embeddings are sketched by JL; kron_sketch serves a table tied to an output layer
+
+    def kron_sketch(self, p_in: torch.Tensor, p_out: torch.Tensor, backend: str) -> torch.Tensor:
+        """P_out^T g_i P_in = sum_t P_out[idx_t]^T (B_i[t] P_in): the rows of the sample's tokens only."""
+        p_in, p_out = p_in.to(self.b.dtype), p_out.to(self.b.dtype)
+        return p_out[self.idx].mT @ (self.b @ p_in)
+
+    def jl_sketch(self, project) -> torch.Tensor:
+        """Each (sample, token) row of g_i lies in the token's d columns: project the rows of one
+        token id at a time (the sign matrix's columns of that row of the table)."""
+        sample, token, rows = self.rows()
+        d = rows.shape[1]
+        order = torch.argsort(token, stable=True)
+        ids, counts = torch.unique_consecutive(token[order], return_counts=True)
+        out = None
+        for v, chunk in zip(ids.tolist(), torch.split(order, counts.tolist())):
+            part = project(rows[chunk], v * d)
+            if out is None:
+                out = part.new_zeros(self.n, part.shape[1])
+            out.index_add_(0, sample[chunk], part)
+        return out if out is not None else rows.new_zeros(self.n, project.k, dtype=result_dtype(rows.dtype))
 
     def nbytes(self) -> int:
         return self.b.numel() * self.b.element_size() + self.idx.numel() * 8

@@ -17,6 +17,7 @@ from .layer_route import layer_influence_scores
 from .lm_head_route import lm_head_influence_scores
 from .result import InfluenceResult
 from .saved import KIND, influence_settings, result_from_stage, result_info, result_tensors
+from .sketch_route import sketch_influence_scores
 
 DEFAULT_MEMORY_BUDGET = 1 << 30  # bytes of first-pass results kept for the second pass
 
@@ -36,6 +37,7 @@ def influence_scores(
     loss_fn=None,
     shard: bool | None = None,
     stage=None,
+    sketch=None,
 ) -> InfluenceResult:
     """Influence I_i of every forget sample on the mean forget loss.
 
@@ -53,6 +55,12 @@ def influence_scores(
     influence parameters are those instead, and ``loss_fn(model, batch)`` gives the per-sample
     losses (default: cross-entropy on classification batches; ``imu_fast.lm.causal_lm_losses`` for
     language models); ``fisher`` and ``mean_grad`` are then dicts keyed by parameter name.
+
+    With ``sketch=imu_fast.SketchConfig(...)`` the per-sample gradients over the influence
+    parameters (``targets``, default the classifier head) are sketched (Kronecker blocks per
+    linear layer, or JL) and I_i = -g^_i^T (F^ + damping I)^-1 mean(g^) is solved in sketch space
+    with a full, diagonal or identity F^ (``sketch.fisher``); ``fisher`` and ``mean_grad`` are then
+    dicts keyed by Fisher block.
 
     Inside a torch.distributed process group (more than one process) every process reads only its
     block of the forget set (which must be the same on every process), the sums are all-reduced and
@@ -79,6 +87,16 @@ def influence_scores(
         distributed.check_same_weights(model, "the model's weights")
     if targets is not None and head is not None:
         raise ValueError("give either head= (classifier-head path) or targets= (per-layer path), not both")
+    if sketch is not None:
+        if stage is not None:
+            raise ValueError("stage= saves exact influence; sketches are saved with "
+                             "imu_fast.gradient_sketches(..., out=folder) and scored with sketch_influence")
+        if distributed.active() and shard is not False:
+            raise ValueError("sketch= inside a process group is not sharded yet: pass shard=False to score each "
+                             "process's own data, or sketch with gradient_sketches and score the merged shards")
+        return sketch_influence_scores(model, forget, sketch=sketch, targets=targets, head=head, loss_fn=loss_fn,
+                                       damping=float(damping), backend=backend, memory_budget=memory_budget,
+                                       progress=progress)
     if targets is None and loss_fn is not None:
         raise ValueError("loss_fn applies to the per-layer path: pass targets= as well")
 

@@ -16,8 +16,8 @@ from torch import nn
 from ..capture import Selection, select_targets
 from ..config import UnlearnConfig
 from ..forget_set import ForgetBatch, ForgetSet
+from ..influence import batch_head_influence, batch_layer_influence, batch_sketch_influence, influence_scores
 from ..model_io import module_name
-from ..influence import batch_head_influence, batch_layer_influence, influence_scores
 
 
 @dataclass
@@ -25,12 +25,13 @@ class InfluenceParams:
     head: nn.Linear | None = None
     targets: list | None = None  # parameter names, parameters or modules of supported layers
     loss_fn: Callable | None = None  # per-sample losses for the target path (None: classification)
+    sketch: object = None  # an imu_fast.SketchConfig: influence in sketch space (e.g. a full sketch Fisher)
     _selection: Selection | None = field(default=None, repr=False)
     _verified: bool = field(default=False, repr=False)
 
     def selection(self, model: nn.Module) -> Selection:
         if self._selection is None:
-            self._selection = select_targets(model, self.targets)
+            self._selection = select_targets(model, self.targets if self.targets is not None else [self.head])
         return self._selection
 
     def names(self, model: nn.Module) -> list[str]:
@@ -46,6 +47,8 @@ class InfluenceParams:
 
     def scores(self, model: nn.Module, forget: ForgetSet, cfg: UnlearnConfig) -> torch.Tensor:
         common = dict(damping=cfg.damping, batch_size=cfg.batch_size, backend=cfg.backend, progress=cfg.progress)
+        if self.sketch is not None:
+            common["sketch"] = self.sketch
         if self.targets is None:
             return influence_scores(model, forget, head=self.head, **common).scores
         return influence_scores(model, forget, targets=self.targets, loss_fn=self.loss_fn, **common).scores
@@ -55,6 +58,13 @@ class InfluenceParams:
         """Scores of one batch from that batch alone, in eval mode (the caller restores the mode);
         ``across_processes``: ``batch`` is this process's share, the whole batch's scores return."""
         model.eval()
+        if self.sketch is not None:
+            if across_processes:
+                raise ValueError("sketch= with refresh='batch' inside a process group is not supported yet; "
+                                 "use refresh='once' or 'epoch', or run in one process")
+            verify, self._verified = not self._verified and batch.size > 0, self._verified or batch.size > 0
+            return batch_sketch_influence(model, self.selection(model), batch, self.loss_fn, sketch=self.sketch,
+                                          damping=cfg.damping, backend=cfg.backend, verify=verify)
         if self.targets is None:
             return batch_head_influence(model, self.head, batch, damping=cfg.damping, backend=cfg.backend,
                                         across_processes=across_processes)

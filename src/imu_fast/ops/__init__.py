@@ -9,12 +9,18 @@ from .head_moments import head_moments, head_moments_ref
 from .outer_dot import outer_dot, outer_dot_ref
 from .outer_fisher import outer_fisher, outer_fisher_and_norms_sq, outer_fisher_ref
 from .outer_norms import outer_norms_sq, outer_norms_sq_ref
+from .sketch_jl import jl_project, jl_project_ref
+from .sketch_kron import kron_sketch, kron_sketch_ref
 
 __all__ = [
     "head_influence",
     "head_influence_ref",
     "head_moments",
     "head_moments_ref",
+    "jl_project",
+    "jl_project_ref",
+    "kron_sketch",
+    "kron_sketch_ref",
     "outer_dot",
     "outer_dot_ref",
     "outer_fisher",

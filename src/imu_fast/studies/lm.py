@@ -54,7 +54,17 @@ def default_methods(lrs: dict[str, tuple[float, ...]]) -> tuple[MethodSpec, ...]
         # forget facts here.
         MethodSpec("imu-once-a0", "IMU (once, α=0)", lrs=lrs["imu-once-a0"],
                    settings={"refresh": "once", "alpha": 0.0, "top_fraction": 1.0}, **imu),
+        # The same with the influence solved in sketch space with a full Fisher: the q/k/v/o weights
+        # Kronecker-sketched to 16 x 16 per layer, one Fisher over all their columns.
+        MethodSpec("imu-sketch-once-a0", "IMU (sketch full F, once, α=0)", lrs=lrs["imu-once-a0"],
+                   settings={"refresh": "once", "alpha": 0.0, "top_fraction": 1.0, "sketch": _sketch()}, **imu),
     )
+
+
+def _sketch():
+    from ..sketch.config import SketchConfig
+
+    return SketchConfig(dim=256, fisher="full", blocks="all")
 
 
 def full_settings() -> StudySettings:

@@ -34,7 +34,7 @@ def _names(choices: tuple[str, ...]):
 
 
 # Kept here (not imported from vision_run) so that building the parser stays free of torch.
-VARIANT_KEYS = ("imu", "imu-a0", "imu-uniform", "imu-uniform-a0", "ga", "npo", "rl", "ft")
+VARIANT_KEYS = ("imu", "imu-sketch", "imu-a0", "imu-uniform", "imu-uniform-a0", "ga", "npo", "rl", "ft")
 SCENARIO_KEYS = ("random", "class")
 
 

@@ -10,7 +10,8 @@ from .vision_matched import Matched, compare_matched, describe_comparison, mean_
 METRICS = ("UA", "RA", "TA", "MIA")
 RETRAIN_LEVEL = "retrain"
 # (A, B) pairs the statement compares at matched forgetting; the first is the headline.
-COMPARISONS = (("imu", "ga"), ("imu-a0", "ga"), ("imu", "imu-uniform"), ("imu-a0", "imu-uniform-a0"))
+COMPARISONS = (("imu", "ga"), ("imu-a0", "ga"), ("imu", "imu-uniform"), ("imu-a0", "imu-uniform-a0"),
+               ("imu-sketch", "ga"), ("imu-sketch", "imu"))
 
 
 # ---------------------------------------------------------------------------------------------
