@@ -22,7 +22,6 @@ import argparse
 import datetime
 import hashlib
 import json
-import os
 import signal
 import subprocess
 import sys

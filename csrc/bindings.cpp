@@ -179,7 +179,7 @@ PYBIND11_MODULE(_C, mod) {
       py::arg("x"), py::arg("out"), py::arg("n"), py::arg("w"), py::arg("ldx"), py::arg("k"), py::arg("col0"),
       py::arg("seed"), py::arg("stream"), py::arg("role"), py::arg("scale"), py::arg("dtype"), py::arg("bf16_parts") = 0,
       "out (n x k) = X (n x w, row stride ldx) times the sign matrix's columns col0 .. col0+w, transposed, times scale; "
-      "float32 X with bf16_parts > 0 runs on AMX tiles where available (X split into that many bfloat16 parts).");
+      "float32 X with bf16_parts > 0 and n >= 12 runs on AMX tiles where available (X split into that many bfloat16 parts).");
   mod.def("jl_amx_available", &jl_amx_available,
           "Whether this CPU and OS run the AMX path of jl_project_cpu (AMX-BF16 tiles, AVX512-BF16, tile permission).");
   mod.def(

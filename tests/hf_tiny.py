@@ -53,8 +53,12 @@ def lm_loss(model, samples) -> float:
         return causal_lm_losses(model.eval(), stacked(samples)).mean().item()
 
 
+# The Trainers' output folders (nothing is saved in them) live under one folder removed at exit.
+_OUTPUT_ROOT = tempfile.TemporaryDirectory(prefix="imu-hf-")
+
+
 def args(**kw):
-    base = dict(output_dir=tempfile.mkdtemp(prefix="imu-hf-"), per_device_train_batch_size=4, num_train_epochs=3,
+    base = dict(output_dir=tempfile.mkdtemp(dir=_OUTPUT_ROOT.name), per_device_train_batch_size=4, num_train_epochs=3,
                 learning_rate=1e-2, report_to="none", use_cpu=True, save_strategy="no", logging_strategy="no",
                 disable_tqdm=True, seed=0)
     base.update(kw)

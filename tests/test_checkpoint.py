@@ -11,10 +11,9 @@ import pytest
 import torch
 from conftest import SmallNet, warmed
 
-import imu_fast
 import imu_fast.methods.loop as loop
 import resume_cases
-from imu_fast import StageMismatchError, StopCriteria, unlearn
+from imu_fast import StageMismatchError, unlearn
 from imu_fast.stages import files
 
 

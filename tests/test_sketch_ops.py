@@ -108,7 +108,7 @@ def test_jl_cpu_precisions_hold_their_accuracy(precision, n, w, k, col0):
     got = jl_project(x.float(), col0=col0, k=k, seed=9, stream=4, backend="cpu", precision=precision)
     assert got.dtype == torch.float32 and got.shape == (n, k)
     assert rel_err(got, ref) < CPU_PRECISION_TOL[precision], mismatch(got, ref, CPU_PRECISION_TOL[precision])
-    if native.jl_amx_available() and precision == "bf16":  # one part: visibly rounded, so the tiles ran
+    if native.jl_amx_available() and precision == "bf16" and n >= 12:  # one part: rounded, so the tiles ran
         assert rel_err(got, ref) > 1e-5
 
 

@@ -196,6 +196,17 @@ def test_seeds_are_matched_separately():
 # The whole study
 
 
+def test_methods_option_selects_a_subset_and_refuses_bad_keys(capsys):
+    parser = argparse.ArgumentParser()
+    lm.add_arguments(parser)
+    args = parser.parse_args(["--tiny", "--methods", "imu-sketch-once-a0, ga"])
+    assert [m.key for m in lm.settings_for(args).methods] == ["ga", "imu-sketch-once-a0"]
+    for bad, message in (("ga,imu-nope", "unknown method"), ("imu-once-a0", "must include ga")):
+        args = parser.parse_args(["--tiny", "--methods", bad, "--out", "/nonexistent/never-written"])
+        assert lm.run(args) == 2
+        assert message in capsys.readouterr().err
+
+
 def test_tiny_study_end_to_end(tmp_path):
     parser = argparse.ArgumentParser()
     lm.add_arguments(parser)

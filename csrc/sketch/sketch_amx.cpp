@@ -3,11 +3,13 @@
 // The sign matrix's entries are +-1, exact in bfloat16, so only X is rounded: it is split into
 // `bf16_parts` bfloat16 parts (x = hi + mid + lo: three parts carry 24 bits of mantissa, float32's
 // precision; two about 16; one 8) and every part is multiplied with the same sign tiles on the
-// tile unit, accumulating in float32. Work items are groups of 64 output coordinates (four 16 x 16
-// accumulator tiles). An item walks the columns in chunks of 256: it computes the chunk's Philox
-// words (the same generator as the FMA kernel), writes them as +-1 bfloat16 sign tiles in the
-// tile unit's pair-interleaved layout (32 KiB, L1-resident), and for every 16-row block of X loads
-// its accumulators, runs 8 column steps x 4 tiles x parts tile products, and stores them back.
+// tile unit, accumulating in float32. Work items are Philox groups of 128 output coordinates,
+// two halves of 64 (four 16 x 16 accumulator tiles each). Columns are walked in blocks that fit L2
+// (every item passes over a block before the next, so X comes from memory once) and, inside a
+// block, in chunks of 256: an item computes the chunk's Philox words once (the same generator as
+// the FMA kernel), and for each half writes them as +-1 bfloat16 sign tiles in the tile unit's
+// pair-interleaved layout (32 KiB, L1-resident), then for every 16-row block of X loads its
+// accumulators, runs 8 column steps x 4 tiles x parts tile products, and stores them back.
 // The sign matrix is never stored beyond one chunk. Needs AMX-TILE, AMX-BF16, AVX512-BF16 and
 // the kernel's permission to use tile data (Linux arch_prctl); jl_amx_available() checks all.
 #include "sketch.h"
@@ -33,9 +35,11 @@ constexpr int kRows = 16;                 // rows of X per tile
 constexpr int kStep = 32;                 // columns per tile product (bfloat16 pairs x 16)
 constexpr int kTiles = 4;                 // 16-coordinate accumulator tiles per item
 constexpr int kItem = 16 * kTiles;        // output coordinates per item
+constexpr int kGroup = 2 * kItem;         // output coordinates per Philox call (as in the FMA kernel)
 constexpr int kChunkCols = 256;           // columns per generated chunk
 constexpr int kSteps = kChunkCols / kStep;
 constexpr int kTileElems = 16 * 32;       // bfloat16 values in one 16-row x 64-byte tile
+constexpr int64_t kBlockBytes = 1 << 20;  // bytes of X per column block (an L2's share)
 
 struct alignas(64) TileConfig {
   uint8_t palette = 1;
@@ -113,10 +117,15 @@ IMU_AMX_TARGET void sign_tiles(const uint32_t* words, int j_off, uint16_t* tiles
   } while (0)
 
 IMU_AMX_TARGET void amx_items(const JLParams& p, const uint16_t* planes, int64_t rows_p, int64_t wp, int parts) {
-  float* out = static_cast<float*>(p.out);
-  const int64_t groups = (p.k + kItem - 1) / kItem;
+  const int64_t groups = (p.k + kGroup - 1) / kGroup;
+  const int64_t kp = (p.k + kItem - 1) / kItem * kItem;  // accumulator row length
   const int64_t plane = rows_p * wp;
   const int64_t stride = wp * 2;  // bytes between rows of a plane
+  // Columns per block: one block of X (every row, every part) stays in L2 while each group of
+  // coordinates passes over it, so X is read from memory once instead of once per group.
+  const int64_t fit = kBlockBytes / (rows_p * parts * 2) / kChunkCols * kChunkCols;
+  const int64_t block = std::max<int64_t>(kChunkCols, fit);
+  std::vector<float> acc(static_cast<size_t>(rows_p) * kp, 0.0f);
 #pragma omp parallel
   {
     TileConfig config;
@@ -127,45 +136,49 @@ IMU_AMX_TARGET void amx_items(const JLParams& p, const uint16_t* planes, int64_t
     _tile_loadconfig(&config);
     std::vector<uint32_t> words(4 * kChunkCols);
     std::vector<uint16_t> tiles(kTiles * kSteps * kTileElems);
-    std::vector<float> acc(static_cast<size_t>(rows_p) * kItem);
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t g = 0; g < groups; ++g) {
-      const int64_t j0 = g * kItem;
-      std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t c0 = 0; c0 < wp; c0 += kChunkCols) {
-        philox_columns(p.col0 + c0, kChunkCols, static_cast<uint32_t>(j0 >> 7), p.stream, p.role, p.seed,
-                       words.data());
-        sign_tiles(words.data(), static_cast<int>(j0 & 127), tiles.data());
-        const uint16_t* tile_data = tiles.data();
-        for (int64_t rb = 0; rb < rows_p; rb += kRows) {
-          float* c = acc.data() + rb * kItem;
-          _tile_loadd(0, c, kItem * 4);
-          _tile_loadd(1, c + 16, kItem * 4);
-          _tile_loadd(2, c + 32, kItem * 4);
-          _tile_loadd(3, c + 48, kItem * 4);
-          for (int s = 0; s < kSteps; ++s) {
-            const uint16_t* a = planes + rb * wp + c0 + s * kStep;
-            _tile_loadd(4, a, stride);
-            if (parts > 1) _tile_loadd(5, a + plane, stride);
-            if (parts > 2) _tile_loadd(6, a + 2 * plane, stride);
-            IMU_TILE_PRODUCTS(0);
-            IMU_TILE_PRODUCTS(1);
-            IMU_TILE_PRODUCTS(2);
-            IMU_TILE_PRODUCTS(3);
+    for (int64_t b0 = 0; b0 < wp; b0 += block) {
+      const int64_t b1 = std::min(wp, b0 + block);
+#pragma omp for schedule(static)
+      for (int64_t g = 0; g < groups; ++g) {  // one Philox group: two items of 64 coordinates
+        for (int64_t c0 = b0; c0 < b1; c0 += kChunkCols) {
+          philox_columns(p.col0 + c0, kChunkCols, static_cast<uint32_t>(g), p.stream, p.role, p.seed, words.data());
+          for (int half = 0; half < 2; ++half) {
+            const int64_t j0 = g * kGroup + half * kItem;
+            if (j0 >= kp) break;
+            sign_tiles(words.data(), half * kItem, tiles.data());
+            const uint16_t* tile_data = tiles.data();
+            for (int64_t rb = 0; rb < rows_p; rb += kRows) {
+              float* c = acc.data() + rb * kp + j0;
+              _tile_loadd(0, c, kp * 4);
+              _tile_loadd(1, c + 16, kp * 4);
+              _tile_loadd(2, c + 32, kp * 4);
+              _tile_loadd(3, c + 48, kp * 4);
+              for (int s = 0; s < kSteps; ++s) {
+                const uint16_t* a = planes + rb * wp + c0 + s * kStep;
+                _tile_loadd(4, a, stride);
+                if (parts > 1) _tile_loadd(5, a + plane, stride);
+                if (parts > 2) _tile_loadd(6, a + 2 * plane, stride);
+                IMU_TILE_PRODUCTS(0);
+                IMU_TILE_PRODUCTS(1);
+                IMU_TILE_PRODUCTS(2);
+                IMU_TILE_PRODUCTS(3);
+              }
+              _tile_stored(0, c, kp * 4);
+              _tile_stored(1, c + 16, kp * 4);
+              _tile_stored(2, c + 32, kp * 4);
+              _tile_stored(3, c + 48, kp * 4);
+            }
           }
-          _tile_stored(0, c, kItem * 4);
-          _tile_stored(1, c + 16, kItem * 4);
-          _tile_stored(2, c + 32, kItem * 4);
-          _tile_stored(3, c + 48, kItem * 4);
         }
       }
-      const int64_t valid = std::min<int64_t>(kItem, p.k - j0);
-      const float scale = static_cast<float>(p.scale);
-      for (int64_t r = 0; r < p.n; ++r)
-        for (int64_t j = 0; j < valid; ++j) out[r * p.k + j0 + j] = acc[r * kItem + j] * scale;
     }
     _tile_release();
   }
+  float* out = static_cast<float*>(p.out);
+  const float scale = static_cast<float>(p.scale);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < p.n; ++r)
+    for (int64_t j = 0; j < p.k; ++j) out[r * p.k + j] = acc[r * kp + j] * scale;
 }
 
 }  // namespace

@@ -275,7 +275,9 @@ void philox4x32(const uint32_t counter[4], uint64_t seed, uint32_t out[4]) {
 }
 
 void jl_project_cpu(const JLParams& p) {
-  if (p.dtype == DType::Float32 && p.bf16_parts > 0 && jl_amx_available())
+  // Below a few rows the tiles' 16-row blocks are mostly padding: the FMA kernel is faster there.
+  constexpr int64_t kAmxMinRows = 12;
+  if (p.dtype == DType::Float32 && p.bf16_parts > 0 && p.n >= kAmxMinRows && jl_amx_available())
     jl_project_amx(p);
   else if (p.dtype == DType::Float32)
     jl_impl<float>(p);

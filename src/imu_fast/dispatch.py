@@ -59,7 +59,7 @@ def _cuda_entry(device: torch.device | None) -> dict[str, object]:
 def _cpu_reason() -> str:
     from ._native import native
 
-    amx = native.jl_amx_available()
+    amx = getattr(native, "jl_amx_available", lambda: False)()  # an extension built before the AMX path has none
     return "C++/OpenMP kernels" + ("; JL projections on AMX tiles" if amx else "")
 
 
@@ -93,6 +93,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     """Turn ``"auto"`` or an explicit name into a backend that can run on ``device``."""
     if backend not in (*BACKENDS, "auto"):
         raise ValueError(f"backend must be one of {('auto', *BACKENDS)}, got {backend!r}")
+    if backend == "torch":  # the reference runs everywhere: no table to build (this is called per op)
+        return backend
     device = torch.device(device)
     table = backends(device)
     if backend == "auto":

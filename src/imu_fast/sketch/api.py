@@ -25,10 +25,10 @@ from ..forget_set import ForgetBatch, ForgetSet, as_forget_set
 from ..model_io import model_device
 from ..modes import preserved_modes
 from ..ops._launch import result_dtype
+from ..stages import model_fingerprint
 from ..statistics.batch_pass import batch_terms
 from .builder import STORAGE, SketchBuilder
 from .config import SketchConfig
-from .fingerprint import model_fingerprint
 from .layout import SketchLayout
 from .sketch_set import FORMAT, VERSION, SketchSet
 from .store import INDICES, METADATA, ShardedSketches, ShardWriter, write_json
@@ -167,8 +167,8 @@ def gradient_sketches(model: nn.Module, loss_fn, data, *, params=None, config: S
             raise ValueError("out= needs a data set whose size is known up front (a map-style dataset, columns of "
                              "tensors or a DataLoader over one); a stream can be sketched in memory (out=None)")
         folder = Path(out)
-        meta = _metadata(config, selection, model_fingerprint(model), forget, forget.batch_size, resolved, None,
-                         shard_rows)
+        meta = _metadata(config, selection, model_fingerprint(model)["digest"], forget, forget.batch_size, resolved,
+                         None, shard_rows)
         if (folder / METADATA).exists():
             saved = json.loads((folder / METADATA).read_text())
             meta["shard_rows"] = shard_rows or saved.get("shard_rows")
@@ -197,7 +197,7 @@ def gradient_sketches(model: nn.Module, loss_fn, data, *, params=None, config: S
     if folder is not None:
         return SketchSet(ShardedSketches(folder, meta["n"], meta["dim"], meta["shard_rows"], config.dtype),
                          forget.indices.clone(), sketch_pass.layout, config, meta, folder)
-    meta = _metadata(config, selection, model_fingerprint(model), forget, forget.batch_size, resolved,
+    meta = _metadata(config, selection, model_fingerprint(model)["digest"], forget, forget.batch_size, resolved,
                      sketch_pass.layout, None)
     meta.update(n=int(sketches.shape[0]), complete=True)
     return SketchSet(sketches, forget.indices.clone(), sketch_pass.layout, config, meta)

@@ -21,7 +21,8 @@ def _tensor_digest(t: torch.Tensor) -> str:
     h = hashlib.blake2b(digest_size=12)
     h.update(str((t.dtype, tuple(t.shape))).encode())
     flat = t.detach().cpu().contiguous().reshape(-1)
-    h.update(flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b"")
+    if flat.numel():
+        h.update(memoryview(flat.view(torch.uint8).numpy()))  # hashed in place, no copy
     return h.hexdigest()
 
 

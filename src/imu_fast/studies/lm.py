@@ -24,6 +24,7 @@ instead (``lm_trainer``); everything else stays as it is.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -718,6 +719,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trainer", action="store_true",
                         help="run every method through a Hugging Face Trainer in the authors' language-model recipe "
                              "(AdamW, per-batch influence, alpha 0.02; imu_fast.studies.lm_trainer)")
+    parser.add_argument("--methods", default=None,
+                        help="comma-separated subset of the methods' keys (e.g. ga,imu-once-a0,imu-sketch-once-a0; "
+                             "ga is always needed: every comparison is against it); default: all")
 
 
 def settings_for(args: argparse.Namespace) -> StudySettings:
@@ -725,20 +729,40 @@ def settings_for(args: argparse.Namespace) -> StudySettings:
         from . import lm_trainer as variant
     else:
         variant = sys.modules[__name__]
-    return variant.tiny_settings() if args.tiny else variant.quick_settings() if args.quick else variant.full_settings()
+    settings = variant.tiny_settings() if args.tiny else variant.quick_settings() if args.quick else variant.full_settings()
+    if getattr(args, "methods", None) is None:
+        return settings
+    return select_methods(settings, args.methods)
+
+
+def select_methods(settings: StudySettings, keys: str) -> StudySettings:
+    """``settings`` with only the methods named in ``keys`` (comma-separated), in their order."""
+    wanted = [k.strip() for k in keys.split(",") if k.strip()]
+    known = [m.key for m in settings.methods]
+    unknown = [k for k in wanted if k not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; choose from {known}")
+    if "ga" not in wanted:
+        raise ValueError("--methods must include ga: every comparison in the study is against it")
+    return dataclasses.replace(settings, methods=tuple(m for m in settings.methods if m.key in wanted))
 
 
 def run(args: argparse.Namespace) -> int:
     from .lm_model import MissingModelError, default_cache_dir
 
-    settings = settings_for(args)
+    try:
+        settings = settings_for(args)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out).expanduser()
     if out.exists() and not out.is_dir():
         print(f"error: {out} exists and is not a directory", file=sys.stderr)
         return 2
     cache_dir = None if args.no_cache else (Path(args.cache_dir).expanduser() if args.cache_dir else default_cache_dir())
     command = ("imu-fast bench lm" + (" --trainer" if getattr(args, "trainer", False) else "")
-               + (" --quick" if args.quick else "") + (" --tiny" if args.tiny else "") + f" --out {out}")
+               + (" --quick" if args.quick else "") + (" --tiny" if args.tiny else "") + f" --out {out}"
+               + (f" --methods {args.methods}" if getattr(args, "methods", None) else ""))
     import os
 
     import torch

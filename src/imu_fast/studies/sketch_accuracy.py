@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,9 @@ from pathlib import Path
 KRON_SIDES = {"full": (2, 4, 8, 16, 32), "quick": (4, 16)}
 JL_DIMS = {"full": (64, 256, 1024, 4096), "quick": (256, 1024)}
 RHOS = (0.1, 0.5)
+# "Good enough" for the recommendation: the kept set at rho = 0.1 (the paper's) mostly the same and
+# the ranking close.
+PICK_SPEARMAN, PICK_OVERLAP = 0.9, 0.9
 
 
 def kept(scores, rho: float) -> set[int]:
@@ -83,8 +85,6 @@ def sweep(name: str, exact, score, mode: str, fisher: str, seeds: int, log, bloc
 
 
 def cnn_part(mode: str, seeds: int, log) -> tuple[list[dict], dict]:
-    import torch
-
     from .. import influence_scores
     from ..data.digits import forget_retain_split, load_digits_split
     from ..demo import default_cache_dir, trained_model
@@ -148,7 +148,7 @@ def lm_part(mode: str, seeds: int, log) -> tuple[list[dict], dict]:
 
     model, tokenizer = load_smollm(False)
     model.eval()
-    world = lm_facts.make_world(80 if mode == "full" else 20, 0, 0)
+    world = lm_facts.make_world(80 if mode == "full" else 20, 1, 0)  # the held-out person is unused
     facts = lm_facts.facts_of(world.people)
     codec = lm_facts.HFCodec(tokenizer)
     samples = lm_facts.encode_facts(codec, facts, lm_facts.fact_length(codec, facts))
@@ -187,6 +187,27 @@ def aggregate(rows: list[dict]) -> list[dict]:
     return out
 
 
+def smallest_good_k(summary: list[dict]) -> dict[tuple[str, str], int | None]:
+    """Per (part, kind): the smallest k whose mean Spearman and mean overlap@0.1 both reach the
+    thresholds (None where no k swept does)."""
+    picks: dict[tuple[str, str], int | None] = {}
+    for r in sorted(summary, key=lambda r: r["k"]):
+        key = (r["part"], r["kind"])
+        picks.setdefault(key, None)
+        if picks[key] is None and r["spearman"] >= PICK_SPEARMAN and r["overlap@0.1"] >= PICK_OVERLAP:
+            picks[key] = r["k"]
+    return picks
+
+
+def recommendation(summary: list[dict]) -> list[str]:
+    lines = [f"**Which k to pick** (computed from the tables below: the smallest k swept whose mean Spearman "
+             f"is at least {PICK_SPEARMAN} and whose mean overlap@0.1 is at least {PICK_OVERLAP}):", ""]
+    for (part, kind), k in smallest_good_k(summary).items():
+        largest = max(r["k"] for r in summary if r["part"] == part and r["kind"] == kind)
+        lines.append(f"- {part}, {kind}: " + (f"k = {k}" if k is not None else f"none up to k = {largest}"))
+    return lines + [""]
+
+
 def markdown(results: dict) -> str:
     lines = ["# Sketch influence against exact influence", "",
              f"Command: `{results['command']}` ({results['date']}, {results['elapsed_s']:.0f} s).", "",
@@ -196,6 +217,7 @@ def markdown(results: dict) -> str:
              "min(k, 64) JL columns each) and in all for JL.", ""]
     for part, info in results["parts"].items():
         lines += [f"**{part}**: N = {info['n']} samples, P = {info['P']:,} parameters.", ""]
+    lines += recommendation(results["summary"])
     for title_key in TITLES:
         rows = [r for r in results["summary"] if r["part"] == title_key]
         if not rows:
