@@ -15,7 +15,8 @@ of T tokens (one call), next to a plain forward+backward of the same batches tha
   kron  Kronecker sketches, k_in = k_out = 16 (256 per layer): imu_fast (C++ and torch backends),
         dattri 0.3.0 LoGraAttributor's hooks (proj_dim=256), LogIX 0.1.1 (LoRA rank 16, logging
         per-sample gradients), and hand-written LoGra hooks that skip weight gradients
-  jl    one dense JL projection of all 25 weights to k = 4,096: imu_fast (on-the-fly Philox JL),
+  jl    one dense JL projection of all 25 weights to k = 4,096: imu_fast (on-the-fly Philox JL, at
+        each --jl-precisions: tf32x3 is float32-level, bf16 rounds the rows to bfloat16 on AMX),
         against TRAK 0.3.2's BasicProjector (normal entries, its default block size) applied to
         per-sample gradients from torch.func.vmap; TRAK's projection is timed once (it takes minutes)
 """
@@ -235,10 +236,11 @@ def kron_section(model, names, batches, repeats) -> tuple[list[dict], list[str]]
     return time_section(fns, repeats), notes
 
 
-def jl_section(model, names, batches, repeats, trak_batches) -> tuple[list[dict], list[str]]:
-    config = SketchConfig(kind="jl", dim=JL_DIM)
+def jl_section(model, names, batches, repeats, trak_batches, precisions) -> tuple[list[dict], list[str]]:
     fns, notes = {"plain forward+backward": plain(model, batches, names)}, []
-    fns["imu_fast jl (cpu)"] = imu_sketch(model, batches, names, config, "cpu")
+    for precision in precisions:
+        config = SketchConfig(kind="jl", dim=JL_DIM, precision=precision)
+        fns[f"imu_fast jl (cpu, {precision})"] = imu_sketch(model, batches, names, config, "cpu")
     slow = {}
     fn, note = optional("TRAK BasicProjector", lambda: trak_jl(model, batches[:trak_batches], names))
     if fn is None:
@@ -257,9 +259,9 @@ def jl_section(model, names, batches, repeats, trak_batches) -> tuple[list[dict]
             f()
             seconds, cpu_s = (time.perf_counter() - started) * scale, (time.process_time() - cpu) * scale
             rows.append({"provider": name, "seconds": seconds, "x plain": seconds / base, "cpu seconds": cpu_s})
-        imu = next(r for r in rows if r["provider"].startswith("imu_fast"))
         trak = next(r for r in rows if r["provider"].startswith("TRAK"))
-        notes.append(f"TRAK / imu_fast jl: {trak['seconds'] / imu['seconds']:.1f}x")
+        for imu in (r for r in rows if r["provider"].startswith("imu_fast")):
+            notes.append(f"TRAK / {imu['provider']}: {trak['seconds'] / imu['seconds']:.1f}x")
     return rows, notes
 
 
@@ -270,6 +272,8 @@ def main(argv=None):
     parser.add_argument("--batches", type=int, default=2, help="batches per timed call")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--trak-batches", type=int, default=1)
+    parser.add_argument("--jl-precisions", nargs="+", default=["tf32x3", "bf16"],
+                        help="SketchConfig.precision of the imu_fast JL rows (tf32x3 is the default setting)")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
@@ -291,7 +295,7 @@ def main(argv=None):
             if section == "kron":
                 rows, notes = kron_section(model, names, batches, args.repeats)
             else:
-                rows, notes = jl_section(model, names, batches, args.repeats, args.trak_batches)
+                rows, notes = jl_section(model, names, batches, args.repeats, args.trak_batches, args.jl_precisions)
             print(f"\n## {section}: T={t} B={b}, {args.batches} batches per call")
             print(table(rows, ["provider", "seconds", "x plain", "cpu seconds"]))
             for note in notes:

@@ -1,8 +1,9 @@
 """SketchConfig: defaults, validation with messages naming the setting, the JSON form."""
 
 import pytest
+import torch
 
-from imu_fast import SketchConfig
+from imu_fast import SketchConfig, gradient_sketches
 
 
 def test_defaults_and_derived_settings():
@@ -47,3 +48,22 @@ def test_unknown_settings_are_refused():
         SketchConfig.from_dict({"dim": 16, "rank": 4})
     with pytest.raises(TypeError, match="unknown sketch settings"):
         SketchConfig().replace(rank=3)
+
+
+def test_precision_is_validated_saved_and_sets_the_jl_kernels():
+    with pytest.raises(ValueError, match="precision"):
+        SketchConfig(precision="fp8")
+    config = SketchConfig(kind="jl", dim=64, precision="bf16")
+    assert SketchConfig.from_json(config.to_json()) == config
+    assert "precision" in config.sketch_settings()  # a saved set made at another precision is not reused
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(300, 40), torch.nn.Tanh(), torch.nn.Linear(40, 3))
+    data = (torch.randn(32, 300), torch.randint(0, 3, (32,)))
+    exact = gradient_sketches(model, None, data, config=config.replace(precision="ieee"), backend="cpu").sketches
+    fast = gradient_sketches(model, None, data, config=config, backend="cpu").sketches
+    err = float((fast - exact).norm() / exact.norm())
+    assert err < 8e-3  # bfloat16 rows: far below the projection's own distortion (1/sqrt(64))
+    from imu_fast._native import native
+
+    if native.jl_amx_available():  # the setting reached the kernel: its rows were rounded to bfloat16
+        assert err > 1e-5

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 from conftest import SmallCNN, mismatch, rel_err
-from model_zoo import VOCAB, cross_attention_classifier, encoder_classifier, gpt2_lm, tied_llama_lm, token_sequences
+from model_zoo import (VOCAB, bert_classifier, cross_attention_classifier, encoder_classifier, gpt2_lm, tied_llama_lm,
+                       token_sequences, vit_classifier)
 from oracle import classification_loss
 from sketch_oracle import exact_sketches, grads_by_name
 from torch import nn
@@ -102,6 +103,26 @@ def test_gpt2_conv1d_positions_and_the_tied_head():
     kinds = {b.name: b.kind for b in got.layout.blocks}
     assert kinds["transformer.wpe.weight"] == "jl"  # an embedding alone: JL
     assert kinds["transformer.wte.weight"] == "kronecker"  # tied to lm_head: embedding + outer product
+    kron_blocks_match(got, grads)
+
+
+def test_bert_padded_dict_batches_position_embeddings_and_attention():
+    model = bert_classifier()
+    names = ["bert.embeddings.position_embeddings.weight", "bert.encoder.layer.1.attention.self.query.weight",
+             "bert.encoder.layer.0.output.dense.weight", "classifier.weight"]
+    got, grads = check(model, token_sequences(classes=3), names, CONFIG)
+    assert got.layout.by_name["bert.embeddings.position_embeddings.weight"].kind == "jl"
+    kron_blocks_match(got, grads)
+
+
+def test_vit_patch_convolution_and_attention():
+    model = vit_classifier()
+    torch.manual_seed(0)
+    samples = list(zip(torch.randn(5, 3, 8, 8, dtype=torch.float64), torch.randint(0, 4, (5,))))
+    names = ["vit.embeddings.patch_embeddings.projection.weight", "vit.layers.0.attention.q_proj.weight",
+             "vit.layernorm.weight"]
+    got, grads = check(model, samples, names, CONFIG, batch_size=2)
+    assert got.layout.by_name["vit.embeddings.patch_embeddings.projection.weight"].kind == "kronecker"
     kron_blocks_match(got, grads)
 
 

@@ -65,7 +65,7 @@ class SketchBuilder:
             piece = term.kron_sketch(p_in, p_out, self.backend).reshape(n, -1)
         elif kind == "jl":
             k = self.config.dim if self.config.kind == "jl" else self.config.other_dim
-            piece = term.jl_sketch(Projector(self.config.seed, name, k, self.backend))
+            piece = term.jl_sketch(Projector(self.config.seed, name, k, self.backend, self.config.precision))
         else:
             piece = term.dense(slice(None))
             piece = piece.to(result_dtype(piece.dtype))

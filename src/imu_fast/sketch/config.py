@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass
 
 from .. import checks
+from ..ops._launch import PRECISIONS
 
 KINDS = ("kronecker", "jl")
 FISHERS = ("full", "diagonal", "identity")
@@ -38,6 +39,10 @@ class SketchConfig:
     factors: tuple[int, int] | None = None  # kronecker (k_in, k_out); None: both sqrt(dim)
     other_dim: int = 64  # kronecker: JL columns of each parameter that is not a linear-family weight
     dtype: str = "float32"  # of the stored sketches
+    # How float32 rows meet the JL kernels' tensor cores (Triton) or AMX tiles (C++): tf32x3 keeps
+    # float32's accuracy; tf32 and bf16 trade it for speed (bf16: ~2e-3 relative, well under the
+    # projection's own ~1/sqrt(k) distortion); ieee is plain float32 arithmetic.
+    precision: str = "tf32x3"
 
     def __post_init__(self):
         where = "SketchConfig"
@@ -49,6 +54,7 @@ class SketchConfig:
             raise ValueError(f"{where}: seed must be at most 2^63 - 1, got {self.seed}")
         checks.integer("other_dim", self.other_dim, low=1, where=where)
         checks.choice("dtype", self.dtype, DTYPES, where=where)
+        checks.choice("precision", self.precision, PRECISIONS, where=where)
         blocks = self.blocks if self.blocks is not None else ("layer" if self.kind == "kronecker" else "all")
         checks.choice("blocks", blocks, BLOCKS, where=where)
         if self.kind == "jl" and blocks != "all":

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from ..ops import jl_project
+from ..ops._launch import DEFAULT_PRECISION
 from ..ops.philox import ROLE_IN, ROLE_JL, ROLE_OUT
 from .config import SketchConfig
 
@@ -139,9 +140,9 @@ def kron_factors(seed: int, block: SketchBlock, *, dtype=torch.float64, device=N
 class Projector:
     """``project(x, col0)``: the JL projection of rows x of a parameter's flat columns col0.. (N x k)."""
 
-    def __init__(self, seed: int, name: str, k: int, backend: str):
-        self.seed, self.stream, self.k, self.backend = seed, stream_of(name), k, backend
+    def __init__(self, seed: int, name: str, k: int, backend: str, precision: str = DEFAULT_PRECISION):
+        self.seed, self.stream, self.k, self.backend, self.precision = seed, stream_of(name), k, backend, precision
 
     def __call__(self, x: torch.Tensor, col0: int) -> torch.Tensor:
         return jl_project(x, col0=col0, k=self.k, seed=self.seed, stream=self.stream, role=ROLE_JL,
-                          backend=self.backend)
+                          backend=self.backend, precision=self.precision)

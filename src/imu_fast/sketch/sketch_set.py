@@ -104,7 +104,8 @@ class SketchSet:
                 pieces.append((p_out.to(mat.dtype).T @ mat @ p_in.to(mat.dtype)).reshape(len(mat), -1))
             elif block.kind == "jl":
                 pieces.append(jl_project(flat, col0=0, k=block.width, seed=self.config.seed,
-                                         stream=stream_of(block.name), role=ROLE_JL, backend=backend))
+                                         stream=stream_of(block.name), role=ROLE_JL, backend=backend,
+                                         precision=self.config.precision))
             else:
                 pieces.append(flat)
         out = sum(pieces) if self.layout.shared else torch.cat(pieces, dim=1)

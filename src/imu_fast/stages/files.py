@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-FORMAT = 1
+FORMAT = 2  # 2: SHA-256 tensor digests in the model fingerprint (1 used BLAKE2b)
 
 
 def _fsync_dir(directory: Path) -> None:
