@@ -49,3 +49,14 @@ def test_sketch_is_refused_where_no_influence_is_computed():
         unlearn(model, (x, y), method="imu-uniform", sketch=SketchConfig())
     with pytest.raises(TypeError, match="sketch must be an imu_fast.SketchConfig"):
         unlearn(model, (x, y), sketch={"dim": 16})
+
+
+def test_sketch_inside_a_process_group_is_refused_by_name(monkeypatch):
+    import imu_fast.distributed as distributed
+
+    model, x, y = task()
+    monkeypatch.setattr(distributed, "active", lambda: True)
+    with pytest.raises(ValueError, match="process group is not supported yet"):
+        unlearn(model, (x, y), sketch=SketchConfig())
+    with pytest.raises(ValueError, match="not sharded yet"):
+        influence_scores(model, (x, y), sketch=SketchConfig())

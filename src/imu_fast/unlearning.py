@@ -19,9 +19,9 @@ from .methods.weighted_ascent import run_weighted_ascent
 from .model_io import model_device
 from .modes import preserved_modes
 from .report import UnlearnReport
+from .sketch.config import SketchConfig
 from .stages import forget_fingerprint, function_name, model_fingerprint
 from .stop import StopCriteria
-from .sketch.config import SketchConfig
 
 WEIGHTED_ASCENT = ("imu", "ga", "imu-uniform")
 RETAIN_FREE = ("imu", "ga", "imu-uniform", "npo", "rl")
@@ -62,6 +62,9 @@ def _check_sketch(sketch, method: str, cfg: UnlearnConfig) -> None:
     if method not in WEIGHTED_ASCENT or cfg.weighting != "influence":
         raise ValueError(f"sketch= sets how influence weights are computed; method {method!r} with weighting "
                          f"{cfg.weighting!r} computes none")
+    if distributed.active():
+        raise ValueError("unlearn(sketch=) inside a torch.distributed process group is not supported yet (sketch "
+                         "influence is not sharded); run it in one process or leave sketch= out")
 
 
 def _influence_params(model, data: ForgetSet, cfg: UnlearnConfig, method: str, head, targets, loss_fn,

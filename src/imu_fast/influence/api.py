@@ -83,6 +83,9 @@ def influence_scores(
         checks.flag("shard", shard)
     model = distributed.unwrap(model)
     forget = as_forget_set(forget, batch_size=batch_size)
+    if sketch is not None and distributed.active() and shard is not False:
+        raise ValueError("sketch= inside a process group is not sharded yet: pass shard=False to score each "
+                         "process's own data, or sketch with gradient_sketches and score the merged shards")
     if shard is not False:
         distributed.check_same_weights(model, "the model's weights")
     if targets is not None and head is not None:
@@ -91,9 +94,6 @@ def influence_scores(
         if stage is not None:
             raise ValueError("stage= saves exact influence; sketches are saved with "
                              "imu_fast.gradient_sketches(..., out=folder) and scored with sketch_influence")
-        if distributed.active() and shard is not False:
-            raise ValueError("sketch= inside a process group is not sharded yet: pass shard=False to score each "
-                             "process's own data, or sketch with gradient_sketches and score the merged shards")
         return sketch_influence_scores(model, forget, sketch=sketch, targets=targets, head=head, loss_fn=loss_fn,
                                        damping=float(damping), backend=backend, memory_budget=memory_budget,
                                        progress=progress)
