@@ -24,6 +24,20 @@ def positive_int(text: str) -> int:
     return _int_at_least(text, 1, "positive")
 
 
+def name_list(text: str, choices, what: str) -> tuple[str, ...]:
+    """Comma-separated names (at least one), each one of ``choices``."""
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in choices]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown {what}(s) {bad or text!r}; choose from {', '.join(choices)}")
+    return names
+
+
+def names_of(choices, what: str):
+    """An argparse type: ``name_list`` over ``choices``."""
+    return lambda text: name_list(text, choices, what)
+
+
 def directory(text: str) -> Path:
     path = Path(text).expanduser()
     if path.exists() and not path.is_dir():

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..argtypes import name_list
 from ..extras import require
 from .lm_settings import MethodSpec, StudySettings, _finetune_settings  # noqa: F401  (re-exported)
 
@@ -737,11 +738,10 @@ def settings_for(args: argparse.Namespace) -> StudySettings:
 
 def select_methods(settings: StudySettings, keys: str) -> StudySettings:
     """``settings`` with only the methods named in ``keys`` (comma-separated), in their order."""
-    wanted = [k.strip() for k in keys.split(",") if k.strip()]
-    known = [m.key for m in settings.methods]
-    unknown = [k for k in wanted if k not in known]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; choose from {known}")
+    try:
+        wanted = name_list(keys, [m.key for m in settings.methods], "method")
+    except argparse.ArgumentTypeError as exc:  # the keys depend on --trainer, so they are checked here
+        raise ValueError(str(exc)) from None
     if "ga" not in wanted:
         raise ValueError("--methods must include ga: every comparison in the study is against it")
     return dataclasses.replace(settings, methods=tuple(m for m in settings.methods if m.key in wanted))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ..argtypes import names_of
 from ..argtypes import non_negative_int as _non_negative_int
 from ..argtypes import positive_int as _positive_int
 
@@ -21,16 +22,6 @@ DEFAULT_OUT = "imu_fast_results/vision"
 DEFAULT_SEEDS = (3, 1)
 DEFAULT_LRS = (11, 2)
 DEFAULT_REFINE = (6, 2)
-
-
-def _names(choices: tuple[str, ...]):
-    def parse(text: str) -> tuple[str, ...]:
-        names = tuple(n.strip() for n in text.split(",") if n.strip())
-        bad = [n for n in names if n not in choices]
-        if bad or not names:
-            raise argparse.ArgumentTypeError(f"unknown {bad or text!r}; choose from {', '.join(choices)}")
-        return names
-    return parse
 
 
 # Kept here (not imported from vision_run) so that building the parser stays free of torch.
@@ -56,9 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--refine-steps", type=_non_negative_int, default=None,
                         help="bisection steps in log(lr) per method and target UA after the sweep "
                              f"(default {DEFAULT_REFINE[0]}; quick {DEFAULT_REFINE[1]})")
-    parser.add_argument("--methods", type=_names(VARIANT_KEYS), default=VARIANT_KEYS,
+    parser.add_argument("--methods", type=names_of(VARIANT_KEYS, "method"), default=VARIANT_KEYS,
                         help=f"comma-separated subset of {','.join(VARIANT_KEYS)} (default: all)")
-    parser.add_argument("--scenarios", type=_names(SCENARIO_KEYS), default=SCENARIO_KEYS,
+    parser.add_argument("--scenarios", type=names_of(SCENARIO_KEYS, "scenario"), default=SCENARIO_KEYS,
                         help=f"comma-separated subset of {','.join(SCENARIO_KEYS)} (default: both)")
     parser.add_argument("--threads", type=_positive_int, default=1,
                         help="torch CPU threads (default 1: the models are tiny, more threads only add overhead)")
