@@ -11,6 +11,11 @@ from torch import nn  # noqa: E402
 # oversubscription slows them by orders of magnitude.
 torch.set_num_threads(1)
 
+# The kernel backends that can run here (Triton in the interpreter), for tests parametrised over them.
+from imu_fast import backends  # noqa: E402
+
+BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
+
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     """max |a - b| / max |b|, the error measure used throughout the tests."""

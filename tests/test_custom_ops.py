@@ -3,10 +3,9 @@ checked by torch.library.opcheck on every backend here, and a fullgraph torch.co
 
 import pytest
 import torch
-from conftest import rel_err
+from conftest import BACKENDS, rel_err
 
 import imu_fast.ops  # noqa: F401  (registers torch.ops.imu_fast.*)
-from imu_fast import backends
 from imu_fast.ops import (
     head_influence,
     head_influence_ref,
@@ -19,7 +18,6 @@ from imu_fast.ops import (
     outer_norms_sq_ref,
 )
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 OPS = ("outer_fisher", "outer_fisher_and_norms_sq", "outer_norms_sq", "head_moments", "head_influence")
 
 

@@ -2,14 +2,13 @@
 
 import pytest
 import torch
-from conftest import SmallCNN, SmallNet, mismatch, rel_err, warmed
+from conftest import BACKENDS, SmallCNN, SmallNet, mismatch, rel_err, warmed
 from torch.utils.data import DataLoader, TensorDataset
 
 import imu_fast
-from imu_fast import backends, influence_scores, influence_scores_ref
+from imu_fast import influence_scores, influence_scores_ref
 
 TOL = 1e-7
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 
 
 def make_task(n, classes, head_bias, seed, d_in=6, width=9):

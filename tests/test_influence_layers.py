@@ -2,15 +2,14 @@
 
 import pytest
 import torch
-from conftest import SmallNet, mismatch, rel_err, warmed
+from conftest import BACKENDS, SmallNet, mismatch, rel_err, warmed
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from imu_fast import backends, influence_scores
+from imu_fast import influence_scores
 from imu_fast.lm import attention_targets, causal_lm_losses
 
 transformers = pytest.importorskip("transformers")
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 
 
 def oracle(model, samples, loss_of_one, params, damping=0.01):

@@ -3,12 +3,11 @@ reference vs torch.func, and every backend vs the reference over random awkward 
 
 import pytest
 import torch
-from conftest import mismatch, rel_err
+from conftest import BACKENDS, mismatch, rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import grad, vmap
 
-from imu_fast import backends
 from imu_fast.ops import (
     outer_dot,
     outer_dot_ref,
@@ -20,7 +19,6 @@ from imu_fast.ops import (
 )
 from imu_fast.ops.outer_norms import GRAM_ADVANTAGE, pick_route
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 dims = st.sampled_from([1, 2, 3, 5, 7, 13, 31, 32, 33, 64, 67])
 

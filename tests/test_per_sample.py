@@ -3,16 +3,15 @@ per-sample gradients in float64 (vmap over a batch-of-one loss), plus the errors
 
 import pytest
 import torch
-from conftest import rel_err
+from conftest import BACKENDS, rel_err
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from imu_fast import backends, fisher_diagonal, per_sample_grad_norms
+from imu_fast import fisher_diagonal, per_sample_grad_norms
 from imu_fast.capture import select_targets
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 
 
 class MyLinear(nn.Linear):

@@ -7,17 +7,16 @@ import math
 
 import pytest
 import torch
-from conftest import SmallCNN, mismatch, rel_err
+from conftest import BACKENDS, SmallCNN, mismatch, rel_err
 from model_zoo import (VOCAB, bert_classifier, cross_attention_classifier, encoder_classifier, gpt2_lm, tied_llama_lm,
                        token_sequences, vit_classifier)
 from oracle import classification_loss
 from sketch_oracle import exact_sketches, grads_by_name
 from torch import nn
 
-from imu_fast import SketchConfig, backends, gradient_sketches
+from imu_fast import SketchConfig, gradient_sketches
 from imu_fast.lm import causal_lm_losses
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 TOL = 1e-9  # float64 throughout (the bar is 1e-6)
 
 

@@ -4,15 +4,14 @@ identity, through both entry points, on every backend, cached or recomputed."""
 
 import pytest
 import torch
-from conftest import SmallNet, mismatch, rel_err, warmed
+from conftest import BACKENDS, SmallNet, mismatch, rel_err, warmed
 from oracle import influence as diagonal_influence
 from sketch_oracle import exact_sketches, grads_by_name
 from torch import nn
 
-from imu_fast import SketchConfig, backends, gradient_sketches, influence_scores, sketch_influence
+from imu_fast import SketchConfig, gradient_sketches, influence_scores, sketch_influence
 from imu_fast.influence import sketch_influence_ref
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 TOL = 1e-9
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import mismatch, rel_err
+from conftest import BACKENDS, mismatch, rel_err
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.func import grad, vmap
@@ -17,7 +17,6 @@ from imu_fast._native import native
 from imu_fast.ops import jl_project, jl_project_ref, kron_sketch, kron_sketch_ref
 from imu_fast.ops.philox import philox4x32, projection_ref, signs_ref
 
-BACKENDS = [name for name in ("torch", "cpu", "triton") if backends()[name]["available"]]
 TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
 # Random123's known-answer vectors for philox4x32-10: (counter, key = (k0, k1)) -> words.
 KAT = [((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
